@@ -62,7 +62,9 @@ pub struct ChatRequest {
     pub messages: Vec<Message>,
     pub decoding: Decoding,
     /// Which sample of a fan-out this is. Part of the cache key, so that N samples are N answers,
-    /// and the source of a distinct seed when the caller gave none.
+    /// and the source of a distinct seed: the HTTP client sends
+    /// `seed = (decoding.seed or the endpoint's default seed or 0) + sample_index`, so that
+    /// [`ModelClient::complete_n`] yields N different, reproducible samples.
     pub sample_index: u32,
     /// When set, the reply must be JSON valid against this JSON Schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,12 +132,40 @@ pub enum ModelError {
 #[async_trait]
 pub trait ModelClient: Send + Sync {
     async fn complete(&self, request: ChatRequest) -> Result<ChatResponse, ModelError>;
+
+    /// `n` samples of one request: sample `i` is `request` with
+    /// `sample_index = request.sample_index + i` (hence a distinct seed and cache key).
+    ///
+    /// The default runs `n` calls of [`complete`](Self::complete) concurrently, so that a
+    /// consensus fan-out costs about one call's latency. The HTTP client overrides it to use the
+    /// API's `n` parameter where the endpoint honours it. Results come back in sample order;
+    /// each sample fails or succeeds on its own.
+    async fn complete_n(
+        &self,
+        request: ChatRequest,
+        n: u32,
+    ) -> Vec<Result<ChatResponse, ModelError>> {
+        let calls = (0..n).map(|i| {
+            let mut sample = request.clone();
+            sample.sample_index = request.sample_index.saturating_add(i);
+            self.complete(sample)
+        });
+        futures::future::join_all(calls).await
+    }
 }
 
 #[async_trait]
 impl<T: ModelClient + ?Sized> ModelClient for std::sync::Arc<T> {
     async fn complete(&self, request: ChatRequest) -> Result<ChatResponse, ModelError> {
         (**self).complete(request).await
+    }
+
+    async fn complete_n(
+        &self,
+        request: ChatRequest,
+        n: u32,
+    ) -> Vec<Result<ChatResponse, ModelError>> {
+        (**self).complete_n(request, n).await
     }
 }
 
