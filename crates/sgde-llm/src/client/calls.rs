@@ -68,6 +68,10 @@ impl Inner {
     /// Sends the sample (asking for `n` choices when given), stepping down the structured mode
     /// when the server refuses it. Returns the reply and the mode that worked.
     async fn first_pass(&self, sample: &Sample, n: Option<u32>) -> Result<(Reply, Option<StructuredOutput>), ModelError> {
+        if let Some(schema) = &sample.schema {
+            // An invalid schema is the caller's bug: fail before paying for a call.
+            self.schema_check(schema)?;
+        }
         let mut mode = sample.schema.as_ref().map(|_| self.current_mode());
         let mut stepped_down = false;
         loop {
