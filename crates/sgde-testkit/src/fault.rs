@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::json;
 
 /// A failure to inject instead of a reply.
@@ -61,9 +62,13 @@ pub(crate) fn render(fault: &Fault, reply: &[u8]) -> Response {
         Fault::TruncatedBody => json_bytes(Bytes::copy_from_slice(&reply[..reply.len() / 2])),
         Fault::AbortMidBody => {
             let half = Bytes::copy_from_slice(&reply[..reply.len() / 2]);
-            let chunks: Vec<Result<Bytes, std::io::Error>> =
-                vec![Ok(half), Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected abort"))];
-            let stream = futures::stream::iter(chunks);
+            // The pause lets the headers and the first half reach the client before the
+            // connection breaks, as when a server dies mid-reply.
+            let abort = futures::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected abort"))
+            });
+            let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(half) }).chain(abort);
             let mut response = Response::new(Body::from_stream(stream));
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response

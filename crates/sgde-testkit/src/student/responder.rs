@@ -194,3 +194,69 @@ impl Responder for SimulatedStudent {
         Outcome::Reply(self.reply(call, choice))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::student::problems::{Difficulty, ProblemGenerator};
+
+    fn call(system: &str, user: &str, seed: u64, temperature: f64) -> ChatCall {
+        ChatCall::from_json(json!({
+            "model": "s", "seed": seed, "temperature": temperature,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn cues_select_task_and_shape() {
+        let q = ProblemGenerator::new(1).generate(Difficulty::Small).question;
+        let p = recognise(&q);
+        let cases = [
+            ("Extract the quantities.", Task::ExtractQuantities, Shape::Json),
+            ("List the variables as JSON.", Task::ExtractQuantities, Shape::Json),
+            ("Write a Python expression for the answer.", Task::WriteExpression, Shape::Text),
+            ("Write a Python program.", Task::WriteProgram, Shape::Text),
+            ("Answer in JSON with the code.", Task::WriteProgram, Shape::Json),
+            ("Solve it. Reply with only the number.", Task::Solve, Shape::NumberOnly),
+            ("Solve it.", Task::Solve, Shape::Text),
+        ];
+        for (system, task, shape) in cases {
+            assert_eq!(read_cues(&call(system, &q, 0, 1.0), p.as_ref()), (task, shape), "{system}");
+        }
+    }
+
+    #[test]
+    fn replies_are_deterministic_and_vary_by_seed_unless_greedy() {
+        let student = SimulatedStudent::new();
+        let q = ProblemGenerator::new(2).generate(Difficulty::Hard).question;
+        let a = student.reply(&call("Solve it.", &q, 1, 1.0), 0);
+        assert_eq!(a, student.reply(&call("Solve it.", &q, 1, 1.0), 0));
+        let varied: std::collections::BTreeSet<String> =
+            (0..20).map(|seed| student.reply(&call("Solve it.", &q, seed, 1.0), 0)).collect();
+        assert!(varied.len() > 1);
+        let greedy: std::collections::BTreeSet<String> =
+            (0..20).map(|seed| student.reply(&call("Solve it.", &q, seed, 0.0), seed as u32)).collect();
+        assert_eq!(greedy.len(), 1);
+    }
+
+    #[test]
+    fn shapes_and_unknown_problems() {
+        let student = SimulatedStudent::with_profile(StudentProfile::perfect());
+        let p = ProblemGenerator::new(3).generate(Difficulty::Hard);
+        assert_eq!(student.reply(&call("Only the number, please.", &p.question, 0, 1.0), 0), p.answer.to_string());
+        let text = student.reply(&call("Solve it.", &p.question, 0, 1.0), 0);
+        assert!(text.ends_with(&format!("The answer is {}.", p.answer)), "{text}");
+        let program = student.reply(&call("Write a Python program.", &p.question, 0, 1.0), 0);
+        assert!(program.starts_with("```python\ndef solution():\n") && program.contains("return result"), "{program}");
+        let extract = student.reply(&call("Extract the quantities.", &p.question, 0, 1.0), 0);
+        assert_eq!(serde_json::from_str::<Value>(&extract).unwrap(), p.quantities_json());
+        let mut with_schema = call("Solve it.", &p.question, 0, 1.0);
+        with_schema.response_format = Some("json_schema".into());
+        with_schema.json_schema = Some(json!({"type": "object", "properties": {"result": {"type": "integer"}}}));
+        assert_eq!(student.reply(&with_schema, 0), json!({"result": p.answer}).to_string());
+        assert!(student.reply(&call("Solve it.", "What is love?", 0, 1.0), 0).contains("do not know"));
+    }
+}
