@@ -153,7 +153,12 @@ impl ResponseCache {
     /// An in-memory cache of at most `capacity` replies (at least one).
     pub fn in_memory(capacity: usize) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        Self { memory: Mutex::new(LruCache::new(capacity)), backend: None, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+        Self {
+            memory: Mutex::new(LruCache::new(capacity)),
+            backend: None,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
     }
 
     /// Adds a persistent tier.
@@ -189,10 +194,10 @@ impl ResponseCache {
     }
 
     pub async fn put(&self, key: &CacheKey, reply: CachedReply) {
-        if let Some(backend) = &self.backend {
-            if let Err(e) = backend.put(key, &reply).await {
-                tracing::warn!(error = %e, key = %key, "response cache write failed");
-            }
+        if let Some(backend) = &self.backend
+            && let Err(e) = backend.put(key, &reply).await
+        {
+            tracing::warn!(error = %e, key = %key, "response cache write failed");
         }
         self.memory.lock().unwrap_or_else(|p| p.into_inner()).put(*key, reply);
     }
@@ -213,8 +218,10 @@ mod tests {
 
     #[test]
     fn keys_are_canonical_and_sample_specific() {
-        let a: Value = serde_json::from_str(r#"{"type":"object","properties":{"x":{"type":"integer"}}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"properties":{"x":{"type":"integer"}},"type":"object"}"#).unwrap();
+        let a: Value =
+            serde_json::from_str(r#"{"type":"object","properties":{"x":{"type":"integer"}}}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"properties":{"x":{"type":"integer"}},"type":"object"}"#).unwrap();
         assert_eq!(key(Some(&a), 0), key(Some(&b), 0));
         assert_ne!(key(Some(&a), 0), key(Some(&a), 1));
         assert_ne!(key(None, 0), key(Some(&a), 0));

@@ -20,7 +20,8 @@ pub(crate) struct Limits {
 
 impl Limits {
     pub fn new(max_concurrency: u32, rate: RateLimit) -> Self {
-        let permits = usize::try_from(max_concurrency.max(1)).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+        let permits =
+            usize::try_from(max_concurrency.max(1)).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
         let per_minute = |n: Option<u32>| n.and_then(NonZeroU32::new).map(Quota::per_minute);
         Self {
             in_flight: Semaphore::new(permits),
@@ -62,7 +63,8 @@ mod tests {
 
     #[tokio::test]
     async fn huge_token_estimates_do_not_deadlock() {
-        let limits = Limits::new(1, RateLimit { requests_per_minute: Some(600), tokens_per_minute: Some(100) });
+        let limits =
+            Limits::new(1, RateLimit { requests_per_minute: Some(600), tokens_per_minute: Some(100) });
         assert!(limits.admit(1_000_000).await.is_some());
     }
 }

@@ -140,11 +140,7 @@ pub trait ModelClient: Send + Sync {
     /// consensus fan-out costs about one call's latency. The HTTP client overrides it to use the
     /// API's `n` parameter where the endpoint honours it. Results come back in sample order;
     /// each sample fails or succeeds on its own.
-    async fn complete_n(
-        &self,
-        request: ChatRequest,
-        n: u32,
-    ) -> Vec<Result<ChatResponse, ModelError>> {
+    async fn complete_n(&self, request: ChatRequest, n: u32) -> Vec<Result<ChatResponse, ModelError>> {
         let calls = (0..n).map(|i| {
             let mut sample = request.clone();
             sample.sample_index = request.sample_index.saturating_add(i);
@@ -160,11 +156,7 @@ impl<T: ModelClient + ?Sized> ModelClient for std::sync::Arc<T> {
         (**self).complete(request).await
     }
 
-    async fn complete_n(
-        &self,
-        request: ChatRequest,
-        n: u32,
-    ) -> Vec<Result<ChatResponse, ModelError>> {
+    async fn complete_n(&self, request: ChatRequest, n: u32) -> Vec<Result<ChatResponse, ModelError>> {
         (**self).complete_n(request, n).await
     }
 }

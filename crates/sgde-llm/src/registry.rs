@@ -91,7 +91,10 @@ impl EndpointRegistry {
     /// The client a request for `name` goes to: an endpoint of that name, else an alias.
     pub fn resolve(&self, name: &str) -> Option<Arc<dyn ModelClient>> {
         let t = self.read();
-        t.endpoints.get(name).or_else(|| t.aliases.get(name).and_then(|target| t.endpoints.get(target))).cloned()
+        t.endpoints
+            .get(name)
+            .or_else(|| t.aliases.get(name).and_then(|target| t.endpoints.get(target)))
+            .cloned()
     }
 
     /// Names of the registered endpoints.
@@ -111,7 +114,9 @@ impl EndpointRegistry {
 #[async_trait]
 impl ModelClient for EndpointRegistry {
     async fn complete(&self, request: ChatRequest) -> Result<ChatResponse, ModelError> {
-        let client = self.resolve(&request.endpoint).ok_or_else(|| ModelError::UnknownEndpoint(request.endpoint.clone()))?;
+        let client = self
+            .resolve(&request.endpoint)
+            .ok_or_else(|| ModelError::UnknownEndpoint(request.endpoint.clone()))?;
         client.complete(request).await
     }
 
@@ -135,7 +140,12 @@ mod tests {
     #[async_trait]
     impl ModelClient for Named {
         async fn complete(&self, _: ChatRequest) -> Result<ChatResponse, ModelError> {
-            Ok(ChatResponse { text: self.0.into(), usage: Usage::default(), latency: Duration::ZERO, cached: false })
+            Ok(ChatResponse {
+                text: self.0.into(),
+                usage: Usage::default(),
+                latency: Duration::ZERO,
+                cached: false,
+            })
         }
     }
 

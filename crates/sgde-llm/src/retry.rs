@@ -101,7 +101,8 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     // Some servers (and the OpenAI `retry-after-ms` convention) send fractional seconds.
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)));
+        return (seconds.is_finite() && seconds >= 0.0)
+            .then(|| Duration::from_secs_f64(seconds.min(86_400.0)));
     }
     let at = parse_http_date(value)?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -110,7 +111,8 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// Parses the three HTTP-date forms: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), RFC 850
 /// (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`).
 pub fn parse_http_date(value: &str) -> Option<SystemTime> {
-    const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+    const MONTHS: [&str; 12] =
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
     let cleaned: String = value.chars().map(|c| if c == ',' || c == '-' { ' ' } else { c }).collect();
     let tokens: Vec<&str> = cleaned.split_whitespace().collect();
     let is_month = |t: &str| MONTHS.contains(&t.to_ascii_lowercase().as_str());
@@ -124,7 +126,8 @@ pub fn parse_http_date(value: &str) -> Option<SystemTime> {
         } else if token.bytes().all(|b| b.is_ascii_digit()) {
             let n: i64 = token.parse().ok()?;
             // The day is the short number next to the month; the year is the other one.
-            let near_month = (i > 0 && is_month(tokens[i - 1])) || tokens.get(i + 1).is_some_and(|t| is_month(t));
+            let near_month =
+                (i > 0 && is_month(tokens[i - 1])) || tokens.get(i + 1).is_some_and(|t| is_month(t));
             if day.is_none() && near_month && token.len() <= 2 {
                 day = Some(n);
             } else {
@@ -187,7 +190,12 @@ mod tests {
 
     #[test]
     fn full_jitter_stays_under_the_cap_and_retry_after_wins() {
-        let p = RetryPolicy { max_attempts: 5, initial_backoff_ms: 100, max_backoff_ms: 1000, max_elapsed_ms: 60_000 };
+        let p = RetryPolicy {
+            max_attempts: 5,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1000,
+            max_elapsed_ms: 60_000,
+        };
         assert_eq!(p.backoff_cap(1), Duration::from_millis(100));
         assert_eq!(p.backoff_cap(3), Duration::from_millis(400));
         assert_eq!(p.backoff_cap(10), Duration::from_millis(1000));

@@ -109,10 +109,10 @@ fn embedded_json(text: &str) -> Option<Value> {
         if b != b'{' && b != b'[' {
             continue;
         }
-        if let Some(end) = balanced_end(&bytes[start..]) {
-            if let Ok(v) = serde_json::from_str::<Value>(&text[start..start + end]) {
-                return Some(v);
-            }
+        if let Some(end) = balanced_end(&bytes[start..])
+            && let Ok(v) = serde_json::from_str::<Value>(&text[start..start + end])
+        {
+            return Some(v);
         }
     }
     None
@@ -157,7 +157,10 @@ mod tests {
         assert_eq!(extract_json(r#" {"a": 1} "#), Some(json!({"a": 1})));
         assert_eq!(extract_json("Sure!\n```json\n{\"a\": [1, 2]}\n```\nDone."), Some(json!({"a": [1, 2]})));
         assert_eq!(extract_json("```\n[1]\n```"), Some(json!([1])));
-        assert_eq!(extract_json(r#"The answer is {"x": "}{", "y": {"z": 2}} ok"#), Some(json!({"x": "}{", "y": {"z": 2}})));
+        assert_eq!(
+            extract_json(r#"The answer is {"x": "}{", "y": {"z": 2}} ok"#),
+            Some(json!({"x": "}{", "y": {"z": 2}}))
+        );
         assert_eq!(extract_json("first {broken then [3, 4]"), Some(json!([3, 4])));
         assert_eq!(extract_json("42"), Some(json!(42)));
         assert_eq!(extract_json("no json here"), None);

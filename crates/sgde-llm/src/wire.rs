@@ -31,10 +31,15 @@ pub(crate) struct ChatCompletionRequest<'a> {
     pub response_format: Option<ResponseFormat<'a>>,
 }
 
+/// `response_format`. In `json_object` mode the schema rides along as `schema`: llama.cpp's
+/// servers (llama-cpp-python, `llama-server`) then constrain decoding to it, which makes even a
+/// 135M-parameter model produce valid output. Servers that do not know the field normally ignore
+/// it; one that refuses it (HTTP 400/422) makes the client step down to prompt-only instructions.
+/// Not checked against OpenAI itself, which gets `json_schema` by default anyway.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum ResponseFormat<'a> {
-    JsonObject,
+    JsonObject { schema: &'a Value },
     JsonSchema { json_schema: JsonSchemaFormat<'a> },
 }
 
@@ -119,7 +124,9 @@ fn lenient<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(d: D) -> R
 /// Token counts as numbers, numeric strings or floats; anything else is absent.
 fn lenient_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     Ok(match Value::deserialize(d)? {
-        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.is_finite()).map(|f| f as u64)),
+        Value::Number(n) => {
+            n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.is_finite()).map(|f| f as u64))
+        }
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     })

@@ -63,7 +63,12 @@ impl ChatCall {
     }
 
     fn joined(&self, role: &str) -> String {
-        self.messages.iter().filter(|m| m.role == role).map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n")
+        self.messages
+            .iter()
+            .filter(|m| m.role == role)
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// All system messages, joined by newlines.

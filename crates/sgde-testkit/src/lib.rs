@@ -16,7 +16,7 @@
 //!   connection dropped mid-body, wrong content type, empty choices, null content.
 //! - [`call`]: [`ChatCall`] (a parsed request) and the [`Responder`] trait.
 //! - [`student`]: [`SimulatedStudent`], the [`ProblemGenerator`] and the error profile.
-//! - [`teacher`]: [`ScriptedTeacher`].
+//! - [`teacher`]: [`ScriptedTeacher`], scripted replies and failure modes.
 //! - [`rng`], [`tokens`]: deterministic randomness and `usage` counting.
 //! - `main.rs`: the `sgde-testkit` binary (`serve`, `problems`).
 //!

@@ -13,10 +13,15 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
-use sgde_testkit::{Difficulty, FakeOpenAi, ProblemGenerator, ScriptedTeacher, SimulatedStudent, TeacherReply};
+use sgde_testkit::{
+    Difficulty, FakeOpenAi, ProblemGenerator, ScriptedTeacher, SimulatedStudent, TeacherReply,
+};
 
 #[derive(Parser)]
-#[command(name = "sgde-testkit", about = "Fake OpenAI-compatible model server for sgde tests, benchmarks and demos")]
+#[command(
+    name = "sgde-testkit",
+    about = "Fake OpenAI-compatible model server for sgde tests, benchmarks and demos"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -84,7 +89,8 @@ fn teacher(path: Option<&PathBuf>) -> Result<ScriptedTeacher, String> {
     let mut teacher = ScriptedTeacher::new();
     let Some(path) = path else { return Ok(teacher) };
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let entries: Vec<ScriptEntry> = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let entries: Vec<ScriptEntry> =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     for entry in entries {
         teacher = match entry.cue {
             Some(cue) => teacher.script(cue, entry.replies),
@@ -105,7 +111,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         Profile::Teacher => builder.responder(Arc::new(teacher(args.teacher_script.as_ref())?)),
         Profile::Echo => builder,
     };
-    let server = builder.start().await.map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
+    let server =
+        builder.start().await.map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
     tracing::info!(url = %server.base_url(), "sgde-testkit serving");
     println!("sgde-testkit serving at {}", server.base_url());
     tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;

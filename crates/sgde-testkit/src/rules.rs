@@ -91,7 +91,14 @@ impl Default for Rule {
 impl Rule {
     /// Matches every request; replies `"ok"` until told otherwise.
     pub fn any() -> Self {
-        Self { model: None, system: None, user: None, action: Action::Reply("ok".into()), times: None, delay: Duration::ZERO }
+        Self {
+            model: None,
+            system: None,
+            user: None,
+            action: Action::Reply("ok".into()),
+            times: None,
+            delay: Duration::ZERO,
+        }
     }
 
     pub fn model(mut self, model: impl Into<String>) -> Self {

@@ -273,7 +273,10 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
     let _in_flight = InFlight::enter(&shared);
     let parsed = serde_json::from_slice::<Value>(&body);
     lock(&shared.log).push(LoggedRequest {
-        body: parsed.as_ref().cloned().unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())),
+        body: parsed
+            .as_ref()
+            .cloned()
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())),
         headers: headers
             .iter()
             .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
@@ -281,13 +284,23 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
     });
     let call = match parsed.map_err(|e| e.to_string()).and_then(ChatCall::from_json) {
         Ok(call) => call,
-        Err(e) => return fault::error_response(StatusCode::BAD_REQUEST, &format!("invalid request: {e}"), "invalid_request_error"),
+        Err(e) => {
+            return fault::error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid request: {e}"),
+                "invalid_request_error",
+            );
+        }
     };
     if !shared.settings.latency.is_zero() {
         tokio::time::sleep(shared.settings.latency).await;
     }
     if shared.settings.reject_json_schema && call.response_format.as_deref() == Some("json_schema") {
-        return fault::error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", "server_error");
+        return fault::error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            "server_error",
+        );
     }
     let choices = if shared.settings.ignore_n { 1 } else { call.n };
     let (plan, delay) = plan(&shared, &call, choices);
@@ -308,7 +321,8 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
         Ok(texts) => axum::Json(completion(&shared, &call, &texts)).into_response(),
         Err(Fault::Hang) => hang(&shared).await,
         Err(f) => {
-            let sample = serde_json::to_vec(&completion(&shared, &call, &["The answer is 42.".to_owned()])).unwrap_or_default();
+            let sample = serde_json::to_vec(&completion(&shared, &call, &["The answer is 42.".to_owned()]))
+                .unwrap_or_default();
             fault::render(&f, &sample)
         }
     }
@@ -319,7 +333,9 @@ fn plan(shared: &Shared, call: &ChatCall, choices: u32) -> (Plan, Duration) {
     let Some(state) = rules.iter_mut().find(|s| s.available() && s.rule.matches(call)) else {
         return match &shared.responder {
             Some(r) => (Plan::Ask(Arc::clone(r)), Duration::ZERO),
-            None => (Plan::Texts(vec![format!("echo: {}", call.last_user()); choices as usize]), Duration::ZERO),
+            None => {
+                (Plan::Texts(vec![format!("echo: {}", call.last_user()); choices as usize]), Duration::ZERO)
+            }
         };
     };
     state.used += 1;

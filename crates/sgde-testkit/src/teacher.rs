@@ -50,7 +50,9 @@ impl TeacherReply {
         match self {
             Self::Text(t) => Outcome::Reply(t.clone()),
             Self::Json(v) => Outcome::Reply(v.to_string()),
-            Self::MalformedJson => Outcome::Reply(r#"{"critiques": [{"node": "solve", "critique": "The arith"#.to_owned()),
+            Self::MalformedJson => {
+                Outcome::Reply(r#"{"critiques": [{"node": "solve", "critique": "The arith"#.to_owned())
+            }
             Self::Hang => Outcome::Fault(Fault::Hang),
             Self::Fault(f) => Outcome::Fault(f.clone()),
         }
@@ -151,10 +153,18 @@ mod tests {
         let teacher = ScriptedTeacher::new()
             .script("critique", [TeacherReply::Json(json!({"critiques": []})), TeacherReply::MalformedJson])
             .script("edit", [TeacherReply::Text("edit-1".into())]);
-        assert_eq!(teacher.respond(&call("please critique"), 0), Outcome::Reply(r#"{"critiques":[]}"#.into()));
+        assert_eq!(
+            teacher.respond(&call("please critique"), 0),
+            Outcome::Reply(r#"{"critiques":[]}"#.into())
+        );
         assert_eq!(teacher.respond(&call("now edit"), 0), Outcome::Reply("edit-1".into()));
-        assert!(matches!(teacher.respond(&call("critique again"), 0), Outcome::Reply(t) if t.starts_with("{\"critiques\": [{")));
-        assert!(matches!(teacher.respond(&call("critique more"), 0), Outcome::Fault(Fault::Status { status: 400, .. })));
+        assert!(
+            matches!(teacher.respond(&call("critique again"), 0), Outcome::Reply(t) if t.starts_with("{\"critiques\": [{"))
+        );
+        assert!(matches!(
+            teacher.respond(&call("critique more"), 0),
+            Outcome::Fault(Fault::Status { status: 400, .. })
+        ));
         assert_eq!(teacher.calls(), 4);
         assert_eq!(teacher.remaining(), 0);
         let hanging = ScriptedTeacher::new().fallback(TeacherReply::Hang);
@@ -164,7 +174,8 @@ mod tests {
     #[test]
     fn scripts_load_from_json() {
         let replies: Vec<TeacherReply> =
-            serde_json::from_value(json!([{"text": "hi"}, {"json": {"a": 1}}, "malformed_json", "hang"])).unwrap();
+            serde_json::from_value(json!([{"text": "hi"}, {"json": {"a": 1}}, "malformed_json", "hang"]))
+                .unwrap();
         assert_eq!(replies.len(), 4);
         assert_eq!(replies[2], TeacherReply::MalformedJson);
     }

@@ -7,7 +7,12 @@ use serde_json::{Value, json};
 use sgde_testkit::{FakeOpenAi, Fault, Rule, ScriptedTeacher, TeacherReply, TextMatch};
 
 async fn post(server: &FakeOpenAi, body: Value) -> reqwest::Response {
-    reqwest::Client::new().post(format!("{}/chat/completions", server.base_url())).json(&body).send().await.unwrap()
+    reqwest::Client::new()
+        .post(format!("{}/chat/completions", server.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn chat(user: &str) -> Value {
@@ -40,7 +45,8 @@ async fn replies_look_like_openai_and_are_logged() {
     assert_eq!(log[0].body["messages"][1]["content"], "hello");
     assert_eq!(log[0].header("Authorization"), Some("Bearer sk-x"));
 
-    let models: Value = reqwest::get(format!("{}/models", server.base_url())).await.unwrap().json().await.unwrap();
+    let models: Value =
+        reqwest::get(format!("{}/models", server.base_url())).await.unwrap().json().await.unwrap();
     assert_eq!(models["data"][0]["id"], "sgde-student");
 }
 
@@ -50,7 +56,12 @@ async fn n_is_honoured_unless_the_server_imitates_llama_cpp() {
     let mut body = chat("x");
     body["n"] = json!(3);
     let reply: Value = post(&server, body.clone()).await.json().await.unwrap();
-    let texts: Vec<&str> = reply["choices"].as_array().unwrap().iter().map(|c| c["message"]["content"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = reply["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["message"]["content"].as_str().unwrap())
+        .collect();
     assert_eq!(texts, ["a", "b", "b"]);
 
     let llama = FakeOpenAi::builder().ignore_n(true).start().await.unwrap();
@@ -62,7 +73,13 @@ async fn n_is_honoured_unless_the_server_imitates_llama_cpp() {
 async fn rules_match_in_order_and_expire() {
     let server = FakeOpenAi::builder()
         .rule(Rule::any().model("other").reply("wrong model"))
-        .rule(Rule::any().system(TextMatch::regex(r"(?i)be\s+brief")).user("first").fault(Fault::ServerError).times(1))
+        .rule(
+            Rule::any()
+                .system(TextMatch::regex(r"(?i)be\s+brief"))
+                .user("first")
+                .fault(Fault::ServerError)
+                .times(1),
+        )
         .rule(Rule::any().user("first").reply("second try"))
         .start()
         .await
@@ -105,7 +122,8 @@ async fn faults_arrive_as_specified() {
 async fn llama_cpp_mode_breaks_on_json_schema_only() {
     let server = FakeOpenAi::builder().reject_json_schema(true).start().await.unwrap();
     let mut body = chat("x");
-    body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}});
+    body["response_format"] =
+        json!({"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}});
     assert_eq!(post(&server, body.clone()).await.status(), 500);
     body["response_format"] = json!({"type": "json_object"});
     assert_eq!(post(&server, body).await.status(), 200);
@@ -115,7 +133,12 @@ async fn llama_cpp_mode_breaks_on_json_schema_only() {
 async fn bad_requests_get_400() {
     let server = FakeOpenAi::start().await.unwrap();
     assert_eq!(post(&server, json!({"model": "m"})).await.status(), 400);
-    let r = reqwest::Client::new().post(format!("{}/chat/completions", server.base_url())).body("{not json").send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/chat/completions", server.base_url()))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(server.request_count(), 2, "bad requests are logged too");
 }
@@ -147,11 +170,15 @@ async fn a_hang_is_released_by_shutdown() {
 #[tokio::test]
 async fn the_scripted_teacher_answers_over_http() {
     let teacher = ScriptedTeacher::new()
-        .script("critique", [TeacherReply::Json(json!({"critiques": [{"node": "ghost", "critique": "no such node"}]}))])
+        .script(
+            "critique",
+            [TeacherReply::Json(json!({"critiques": [{"node": "ghost", "critique": "no such node"}]}))],
+        )
         .script("edit", [TeacherReply::python_that_does_not_parse()]);
     let server = FakeOpenAi::builder().responder(Arc::new(teacher)).start().await.unwrap();
     let reply: Value = post(&server, chat("critique the trace")).await.json().await.unwrap();
-    let text: Value = serde_json::from_str(reply["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    let text: Value =
+        serde_json::from_str(reply["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
     assert_eq!(text["critiques"][0]["node"], "ghost");
     let reply: Value = post(&server, chat("edit the workflow")).await.json().await.unwrap();
     assert!(reply["choices"][0]["message"]["content"].as_str().unwrap().contains("def solution(quantities:"));

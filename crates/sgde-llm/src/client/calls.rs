@@ -55,19 +55,30 @@ impl Inner {
             tracing::info!(endpoint = %self.config.name, asked = indices.len(), got, "endpoint ignores `n`; using parallel calls from now on");
         }
         let usages = self.usage_of(&reply, &samples[first].messages, reply.texts.len());
-        let from_choices = reply.texts.into_iter().zip(usages).zip(indices).take(got).map(|((text, usage), &i)| {
-            self.finish(&samples[i], text, mode, usage)
-        });
+        let from_choices = reply
+            .texts
+            .into_iter()
+            .zip(usages)
+            .zip(indices)
+            .take(got)
+            .map(|((text, usage), &i)| self.finish(&samples[i], text, mode, usage));
         let from_calls = indices[got..].iter().map(|&i| self.call_one(&samples[i]));
-        let (mut out, rest) =
-            futures::future::join(futures::future::join_all(from_choices), futures::future::join_all(from_calls)).await;
+        let (mut out, rest) = futures::future::join(
+            futures::future::join_all(from_choices),
+            futures::future::join_all(from_calls),
+        )
+        .await;
         out.extend(rest);
         out
     }
 
     /// Sends the sample (asking for `n` choices when given), stepping down the structured mode
     /// when the server refuses it. Returns the reply and the mode that worked.
-    async fn first_pass(&self, sample: &Sample, n: Option<u32>) -> Result<(Reply, Option<StructuredOutput>), ModelError> {
+    async fn first_pass(
+        &self,
+        sample: &Sample,
+        n: Option<u32>,
+    ) -> Result<(Reply, Option<StructuredOutput>), ModelError> {
         if let Some(schema) = &sample.schema {
             // An invalid schema is the caller's bug: fail before paying for a call.
             self.schema_check(schema)?;
@@ -76,7 +87,8 @@ impl Inner {
         let mut stepped_down = false;
         loop {
             let messages = self.messages_for(sample, &sample.messages, mode);
-            let result = self.send_messages(&messages, &sample.decoding, sample.schema.as_ref(), n, mode).await;
+            let result =
+                self.send_messages(&messages, &sample.decoding, sample.schema.as_ref(), n, mode).await;
             match result {
                 Ok(reply) => {
                     if let (true, Some(m)) = (stepped_down, mode) {
@@ -84,14 +96,22 @@ impl Inner {
                     }
                     return Ok((reply, mode));
                 }
-                Err(SendError::FormatRejected { status, message }) => match mode.and_then(StructuredOutput::weaker) {
-                    Some(weaker) => {
-                        tracing::debug!(endpoint = %self.config.name, status, %message, ?weaker, "response_format refused; trying a weaker mode");
-                        mode = Some(weaker);
-                        stepped_down = true;
+                Err(SendError::FormatRejected { status, message }) => {
+                    match mode.and_then(StructuredOutput::weaker) {
+                        Some(weaker) => {
+                            tracing::debug!(endpoint = %self.config.name, status, %message, ?weaker, "response_format refused; trying a weaker mode");
+                            mode = Some(weaker);
+                            stepped_down = true;
+                        }
+                        None => {
+                            return Err(ModelError::Rejected {
+                                endpoint: self.config.name.clone(),
+                                status,
+                                message,
+                            });
+                        }
                     }
-                    None => return Err(ModelError::Rejected { endpoint: self.config.name.clone(), status, message }),
-                },
+                }
                 Err(SendError::Model(e)) => return Err(e),
             }
         }
@@ -141,7 +161,12 @@ impl Inner {
 
     /// The messages actually sent: modes the server does not enforce carry the schema in the
     /// system prompt.
-    fn messages_for<'a>(&self, sample: &Sample, messages: &'a [Message], mode: Option<StructuredOutput>) -> Cow<'a, [Message]> {
+    fn messages_for<'a>(
+        &self,
+        sample: &Sample,
+        messages: &'a [Message],
+        mode: Option<StructuredOutput>,
+    ) -> Cow<'a, [Message]> {
         match (sample.schema.as_ref(), mode) {
             (Some(schema), Some(StructuredOutput::JsonObject | StructuredOutput::None)) => {
                 Cow::Owned(structured::with_instruction(messages, schema))
@@ -162,7 +187,7 @@ impl Inner {
             (Some(schema), Some(StructuredOutput::JsonSchema)) => {
                 Some(ResponseFormat::JsonSchema { json_schema: JsonSchemaFormat { name: "reply", schema } })
             }
-            (Some(_), Some(StructuredOutput::JsonObject)) => Some(ResponseFormat::JsonObject),
+            (Some(schema), Some(StructuredOutput::JsonObject)) => Some(ResponseFormat::JsonObject { schema }),
             _ => None,
         };
         let format = response_format.as_ref().and(mode);
@@ -186,7 +211,8 @@ impl Inner {
 
     /// Usage of a reply, split into `parts` equal shares (remainders to the first), each priced.
     fn usage_of(&self, reply: &Reply, messages: &[Message], parts: usize) -> Vec<Usage> {
-        let completion_estimate = || reply.texts.iter().map(|t| t.as_deref().map_or(0, estimate_tokens)).sum();
+        let completion_estimate =
+            || reply.texts.iter().map(|t| t.as_deref().map_or(0, estimate_tokens)).sum();
         let estimated = reply.prompt_tokens.is_none() || reply.completion_tokens.is_none();
         let prompt = reply.prompt_tokens.unwrap_or_else(|| estimate_prompt_tokens(messages));
         let completion = reply.completion_tokens.unwrap_or_else(completion_estimate);
@@ -202,7 +228,12 @@ impl Inner {
             .map(|i| {
                 let share = |n: u64| n / parts + if i == 0 { n % parts } else { 0 };
                 let (p, c) = (share(prompt), share(completion));
-                Usage { prompt_tokens: p, completion_tokens: c, estimated, cost_usd: self.config.prices.cost(p, c) }
+                Usage {
+                    prompt_tokens: p,
+                    completion_tokens: c,
+                    estimated,
+                    cost_usd: self.config.prices.cost(p, c),
+                }
             })
             .collect()
     }

@@ -136,9 +136,10 @@ impl OpenAiClientBuilder {
 fn headers(config: &EndpointConfig, secrets: &dyn SecretSource) -> Result<HeaderMap, ModelError> {
     let mut headers = HeaderMap::new();
     for (name, value) in &config.extra_headers {
-        let name = HeaderName::from_str(name).map_err(|e| config.invalid(format!("extra header `{name}`: {e}")))?;
-        let mut value =
-            HeaderValue::from_str(value).map_err(|_| config.invalid(format!("extra header `{name}` has an invalid value")))?;
+        let name =
+            HeaderName::from_str(name).map_err(|e| config.invalid(format!("extra header `{name}`: {e}")))?;
+        let mut value = HeaderValue::from_str(value)
+            .map_err(|_| config.invalid(format!("extra header `{name}` has an invalid value")))?;
         value.set_sensitive(true);
         headers.insert(name, value);
     }
@@ -242,7 +243,12 @@ impl OpenAiClient {
     async fn cached(&self, key: Option<&CacheKey>, started: Instant) -> Option<ChatResponse> {
         let (cache, key) = (self.inner.cache.as_ref()?, key?);
         let hit = cache.get(key).await?;
-        Some(ChatResponse { text: hit.text, usage: Usage::default(), latency: started.elapsed(), cached: true })
+        Some(ChatResponse {
+            text: hit.text,
+            usage: Usage::default(),
+            latency: started.elapsed(),
+            cached: true,
+        })
     }
 
     async fn remember(&self, key: Option<&CacheKey>, text: &str, usage: &Usage) {
@@ -310,7 +316,14 @@ impl ModelClient for OpenAiClient {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(ModelError::BadReply { endpoint: request.endpoint.clone(), message: "sample lost".into() })))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(ModelError::BadReply {
+                        endpoint: request.endpoint.clone(),
+                        message: "sample lost".into(),
+                    })
+                })
+            })
             .collect()
     }
 }

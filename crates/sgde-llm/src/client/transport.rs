@@ -34,7 +34,10 @@ pub(crate) struct Reply {
 pub(crate) enum SendError {
     Model(ModelError),
     /// The server refused the requested `response_format` (or broke on it).
-    FormatRejected { status: u16, message: String },
+    FormatRejected {
+        status: u16,
+        message: String,
+    },
 }
 
 #[derive(Debug)]
@@ -77,7 +80,9 @@ impl Inner {
                 Err(AttemptError::FormatRejected { status, message }) => {
                     return Err(SendError::FormatRejected { status, message });
                 }
-                Err(AttemptError::Retryable { message, retry_after, timed_out }) => (message, retry_after, timed_out),
+                Err(AttemptError::Retryable { message, retry_after, timed_out }) => {
+                    (message, retry_after, timed_out)
+                }
             };
             let delay = policy.delay(attempt, retry_after, &mut rand::rng());
             if attempt >= policy.max_attempts || started.elapsed() + delay > policy.max_elapsed() {
@@ -108,12 +113,17 @@ impl Inner {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let content_type =
-            response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("no content type").to_owned();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("no content type")
+            .to_owned();
         let bytes = self.read_body(response).await?;
         if status.is_success() {
-            return parse_reply(&bytes)
-                .map_err(|m| AttemptError::Fatal(self.bad_reply(format!("{m} (HTTP {status}, {content_type})"))));
+            return parse_reply(&bytes).map_err(|m| {
+                AttemptError::Fatal(self.bad_reply(format!("{m} (HTTP {status}, {content_type})")))
+            });
         }
         let message = error_message(&bytes);
         Err(classify_status(&self.config.name, status, message, retry_after, format))
@@ -121,10 +131,13 @@ impl Inner {
 
     /// Reads the body with a size cap. A connection that breaks mid-body is retryable.
     async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, AttemptError> {
-        let mut body = Vec::with_capacity(response.content_length().map_or(1024, |n| n.min(1 << 20) as usize));
+        let mut body =
+            Vec::with_capacity(response.content_length().map_or(1024, |n| n.min(1 << 20) as usize));
         while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e))? {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(AttemptError::Fatal(self.bad_reply(format!("reply larger than {MAX_BODY_BYTES} bytes"))));
+                return Err(AttemptError::Fatal(
+                    self.bad_reply(format!("reply larger than {MAX_BODY_BYTES} bytes")),
+                ));
             }
             body.extend_from_slice(&chunk);
         }
@@ -172,9 +185,19 @@ fn classify_status(
         return AttemptError::FormatRejected { status: code, message };
     }
     match code {
-        429 | 408 => AttemptError::Retryable { message: format!("HTTP {code}: {message}"), retry_after, timed_out: false },
-        500..=599 => AttemptError::Retryable { message: format!("HTTP {code}: {message}"), retry_after, timed_out: false },
-        400..=499 => AttemptError::Fatal(ModelError::Rejected { endpoint: endpoint.to_owned(), status: code, message }),
+        429 | 408 => AttemptError::Retryable {
+            message: format!("HTTP {code}: {message}"),
+            retry_after,
+            timed_out: false,
+        },
+        500..=599 => AttemptError::Retryable {
+            message: format!("HTTP {code}: {message}"),
+            retry_after,
+            timed_out: false,
+        },
+        400..=499 => {
+            AttemptError::Fatal(ModelError::Rejected { endpoint: endpoint.to_owned(), status: code, message })
+        }
         _ => AttemptError::retry(format!("unexpected HTTP {code}: {message}")),
     }
 }
@@ -192,7 +215,11 @@ fn parse_reply(bytes: &[u8]) -> Result<Reply, String> {
     choices.sort_by_key(|c| c.index.unwrap_or(u32::MAX));
     let (prompt_tokens, completion_tokens) =
         completion.usage.map_or((None, None), |u| (u.prompt_tokens, u.completion_tokens));
-    Ok(Reply { texts: choices.into_iter().map(|c| c.into_text()).collect(), prompt_tokens, completion_tokens })
+    Ok(Reply {
+        texts: choices.into_iter().map(|c| c.into_text()).collect(),
+        prompt_tokens,
+        completion_tokens,
+    })
 }
 
 /// An error and its sources, because reqwest's own message ("error sending request") hides the
@@ -217,7 +244,9 @@ mod tests {
 
     #[test]
     fn statuses_classify() {
-        let c = |code: u16, format| classify_status("e", StatusCode::from_u16(code).unwrap(), "m".into(), None, format);
+        let c = |code: u16, format| {
+            classify_status("e", StatusCode::from_u16(code).unwrap(), "m".into(), None, format)
+        };
         assert!(matches!(c(429, None), AttemptError::Retryable { .. }));
         assert!(matches!(c(503, None), AttemptError::Retryable { .. }));
         assert!(matches!(c(401, None), AttemptError::Fatal(ModelError::Rejected { status: 401, .. })));
@@ -229,12 +258,24 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for body in [&b""[..], b"{", b"null", b"[]", b"{\"choices\":[]}", b"{\"choices\":[{}]}", b"\xff\xfe", b"<html>"] {
+        for body in [
+            &b""[..],
+            b"{",
+            b"null",
+            b"[]",
+            b"{\"choices\":[]}",
+            b"{\"choices\":[{}]}",
+            b"\xff\xfe",
+            b"<html>",
+        ] {
             if let Ok(reply) = parse_reply(body) {
                 assert!(reply.texts.iter().all(|t| t.is_err()));
             }
         }
-        let reply = parse_reply(br#"{"choices":[{"index":1,"message":{"content":"b"}},{"index":0,"message":{"content":"a"}}]}"#).unwrap();
+        let reply = parse_reply(
+            br#"{"choices":[{"index":1,"message":{"content":"b"}},{"index":0,"message":{"content":"a"}}]}"#,
+        )
+        .unwrap();
         assert_eq!(reply.texts, vec![Ok("a".to_owned()), Ok("b".to_owned())]);
         assert_eq!(reply.prompt_tokens, None);
     }

@@ -62,12 +62,16 @@ async fn the_api_key_is_sent_but_never_printed() {
     assert!(!serde_json::to_string(&c).unwrap().contains("sk-test"));
 
     let missing = sgde_llm::OpenAiClient::new(c, &StaticSecrets::new()).unwrap_err();
-    assert!(matches!(&missing, ModelError::Config { message, .. } if message.contains("SGDE_TEST_KEY")), "{missing}");
+    assert!(
+        matches!(&missing, ModelError::Config { message, .. } if message.contains("SGDE_TEST_KEY")),
+        "{missing}"
+    );
 }
 
 #[tokio::test]
 async fn missing_usage_is_estimated_and_flagged() {
-    let server = FakeOpenAi::builder().omit_usage(true).rule(Rule::any().reply("abcdefgh")).start().await.unwrap();
+    let server =
+        FakeOpenAi::builder().omit_usage(true).rule(Rule::any().reply("abcdefgh")).start().await.unwrap();
     let response = client(config(&server)).complete(ask("hi")).await.unwrap();
     assert!(response.usage.estimated);
     assert_eq!(response.usage.completion_tokens, 2);

@@ -7,9 +7,13 @@ use crate::{ask, client, config};
 
 #[tokio::test]
 async fn cache_hits_are_free_flagged_and_per_sample() {
-    let server = FakeOpenAi::builder().rule(Rule::any().replies(["first", "second", "third"])).start().await.unwrap();
+    let server =
+        FakeOpenAi::builder().rule(Rule::any().replies(["first", "second", "third"])).start().await.unwrap();
     let cache = Arc::new(ResponseCache::in_memory(100));
-    let client = OpenAiClient::builder(config(&server)).cache(Arc::clone(&cache)).build(&StaticSecrets::new()).unwrap();
+    let client = OpenAiClient::builder(config(&server))
+        .cache(Arc::clone(&cache))
+        .build(&StaticSecrets::new())
+        .unwrap();
 
     let miss = client.complete(ask("hi")).await.unwrap();
     let hit = client.complete(ask("hi")).await.unwrap();

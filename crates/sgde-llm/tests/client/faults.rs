@@ -34,7 +34,10 @@ async fn a_retry_after_beyond_the_budget_ends_the_call_at_once() {
     ])
     .await;
     let err = client(config(&server)).complete(ask("hi")).await.unwrap_err();
-    assert!(matches!(&err, ModelError::Exhausted { attempts: 1, last_error, .. } if last_error.contains("429")), "{err}");
+    assert!(
+        matches!(&err, ModelError::Exhausted { attempts: 1, last_error, .. } if last_error.contains("429")),
+        "{err}"
+    );
     assert_eq!(server.request_count(), 1);
 }
 
@@ -66,7 +69,8 @@ fn httpdate_in(seconds: u64) -> String {
 
 #[tokio::test]
 async fn server_errors_are_retried_until_success() {
-    let server = server_with(vec![Rule::any().fault(Fault::ServerError).times(2), Rule::any().reply("ok now")]).await;
+    let server =
+        server_with(vec![Rule::any().fault(Fault::ServerError).times(2), Rule::any().reply("ok now")]).await;
     let response = client(config(&server)).complete(ask("hi")).await.unwrap();
     assert_eq!(response.text, "ok now");
     assert_eq!(server.request_count(), 3);
@@ -78,16 +82,19 @@ async fn retries_are_bounded() {
     let mut c = config(&server);
     c.retry = RetryPolicy::fast(3);
     let err = client(c).complete(ask("hi")).await.unwrap_err();
-    assert!(matches!(&err, ModelError::Exhausted { attempts: 3, last_error, .. } if last_error.contains("500")), "{err}");
+    assert!(
+        matches!(&err, ModelError::Exhausted { attempts: 3, last_error, .. } if last_error.contains("500")),
+        "{err}"
+    );
     assert_eq!(server.request_count(), 3);
 }
 
 #[tokio::test]
 async fn a_non_retryable_4xx_fails_at_once_with_the_provider_message() {
-    let server = server_with(vec![Rule::any().fault(Fault::Status {
-        status: 401,
-        message: "Incorrect API key provided: sk-...".into(),
-    })])
+    let server = server_with(vec![
+        Rule::any()
+            .fault(Fault::Status { status: 401, message: "Incorrect API key provided: sk-...".into() }),
+    ])
     .await;
     let err = client(config(&server)).complete(ask("hi")).await.unwrap_err();
     assert!(
@@ -125,7 +132,10 @@ async fn bad_reply_for(fault: Fault) -> (ModelError, usize) {
 #[tokio::test]
 async fn malformed_json_is_a_bad_reply() {
     let (err, calls) = bad_reply_for(Fault::MalformedJson).await;
-    assert!(matches!(&err, ModelError::BadReply { message, .. } if message.contains("not a chat completion")), "{err}");
+    assert!(
+        matches!(&err, ModelError::BadReply { message, .. } if message.contains("not a chat completion")),
+        "{err}"
+    );
     assert_eq!(calls, 1, "a malformed 200 is not retried");
 }
 
@@ -145,7 +155,8 @@ async fn truncated_empty_and_null_replies_are_bad_replies() {
 
 #[tokio::test]
 async fn a_connection_dropped_mid_body_is_retried() {
-    let server = server_with(vec![Rule::any().fault(Fault::AbortMidBody).times(1), Rule::any().reply("whole")]).await;
+    let server =
+        server_with(vec![Rule::any().fault(Fault::AbortMidBody).times(1), Rule::any().reply("whole")]).await;
     assert_eq!(client(config(&server)).complete(ask("hi")).await.unwrap().text, "whole");
     assert_eq!(server.request_count(), 2);
 }

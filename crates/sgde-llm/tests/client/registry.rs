@@ -14,7 +14,8 @@ async fn roles_route_to_their_endpoints_and_usage_rolls_up() {
     let mut big_config = config(&big);
     big_config.name = "gpt".into();
     big_config.prices.input_per_million_usd = 5.0;
-    let registry = EndpointRegistry::from_configs([small_config, big_config], &StaticSecrets::new(), None).unwrap();
+    let registry =
+        EndpointRegistry::from_configs([small_config, big_config], &StaticSecrets::new(), None).unwrap();
     registry.alias("student", "smollm2").unwrap();
     registry.alias("teacher", "gpt").unwrap();
 

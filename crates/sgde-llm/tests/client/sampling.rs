@@ -18,7 +18,8 @@ async fn n_is_used_where_the_endpoint_supports_it() {
 
 #[tokio::test]
 async fn usage_of_an_n_reply_is_split_so_totals_add_up() {
-    let server = FakeOpenAi::builder().rule(Rule::any().replies(["aaaa", "bbbbbbbb", "c"])).start().await.unwrap();
+    let server =
+        FakeOpenAi::builder().rule(Rule::any().replies(["aaaa", "bbbbbbbb", "c"])).start().await.unwrap();
     let mut c = config(&server);
     c.supports_n = true;
     let client = client(c);
@@ -70,7 +71,8 @@ async fn structured_samples_through_n_are_validated_one_by_one() {
     c.supports_n = true;
     let mut request = ask("hi");
     request.json_schema = Some(serde_json::json!({"type": "object", "required": ["answer"]}));
-    let texts: Vec<String> = client(c).complete_n(request, 3).await.into_iter().map(|r| r.unwrap().text).collect();
+    let texts: Vec<String> =
+        client(c).complete_n(request, 3).await.into_iter().map(|r| r.unwrap().text).collect();
     // The second choice was repaired by one more call, which got the fourth scripted reply.
     assert_eq!(texts, [r#"{"answer":1}"#, r#"{"answer":2}"#, r#"{"answer":3}"#]);
     assert_eq!(server.request_count(), 2);

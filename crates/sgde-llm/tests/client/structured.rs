@@ -16,7 +16,11 @@ fn structured(text: &str) -> ChatRequest {
 
 #[tokio::test]
 async fn a_valid_reply_passes_and_comes_back_as_plain_json() {
-    let server = FakeOpenAi::builder().rule(Rule::any().reply("Sure!\n```json\n{\"answer\": 3}\n```")).start().await.unwrap();
+    let server = FakeOpenAi::builder()
+        .rule(Rule::any().reply("Sure!\n```json\n{\"answer\": 3}\n```"))
+        .start()
+        .await
+        .unwrap();
     let response = client(config(&server)).complete(structured("1+2?")).await.unwrap();
     assert_eq!(response.text, r#"{"answer":3}"#);
     let body = &server.requests()[0].body;
@@ -59,14 +63,21 @@ async fn an_invalid_schema_is_reported_without_a_call() {
     let mut request = ask("x");
     request.json_schema = Some(json!({"type": 42}));
     let err = client(config(&server)).complete(request).await.unwrap_err();
-    assert!(matches!(&err, ModelError::Schema { message, .. } if message.contains("invalid JSON Schema")), "{err}");
+    assert!(
+        matches!(&err, ModelError::Schema { message, .. } if message.contains("invalid JSON Schema")),
+        "{err}"
+    );
     assert_eq!(server.request_count(), 0);
 }
 
 #[tokio::test]
 async fn json_schema_unsupported_falls_back_to_json_object_and_remembers() {
-    let server =
-        FakeOpenAi::builder().reject_json_schema(true).rule(Rule::any().reply(r#"{"answer": 7}"#)).start().await.unwrap();
+    let server = FakeOpenAi::builder()
+        .reject_json_schema(true)
+        .rule(Rule::any().reply(r#"{"answer": 7}"#))
+        .start()
+        .await
+        .unwrap();
     let client = client(config(&server));
     let response = client.complete(structured("3+4?")).await.unwrap();
     assert_eq!(response.text, r#"{"answer":7}"#);
@@ -88,7 +99,14 @@ async fn json_schema_unsupported_falls_back_to_json_object_and_remembers() {
 #[tokio::test]
 async fn a_server_without_any_response_format_gets_instructions_only() {
     let server = FakeOpenAi::builder()
-        .rule(Rule::any().fault(sgde_testkit::Fault::Status { status: 400, message: "response_format not supported".into() }).times(2))
+        .rule(
+            Rule::any()
+                .fault(sgde_testkit::Fault::Status {
+                    status: 400,
+                    message: "response_format not supported".into(),
+                })
+                .times(2),
+        )
         .rule(Rule::any().reply(r#"Here you go: {"answer": 1}"#))
         .start()
         .await
@@ -103,7 +121,11 @@ async fn a_server_without_any_response_format_gets_instructions_only() {
 
 #[tokio::test]
 async fn an_outage_does_not_step_the_endpoint_down() {
-    let server = FakeOpenAi::builder().rule(Rule::any().fault(sgde_testkit::Fault::ServerError)).start().await.unwrap();
+    let server = FakeOpenAi::builder()
+        .rule(Rule::any().fault(sgde_testkit::Fault::ServerError))
+        .start()
+        .await
+        .unwrap();
     let mut c = config(&server);
     c.retry = sgde_llm::RetryPolicy::fast(2);
     let client = client(c);
@@ -113,7 +135,8 @@ async fn an_outage_does_not_step_the_endpoint_down() {
 
 #[tokio::test]
 async fn garbage_replies_never_panic() {
-    let garbage = ["", "{", "[1,2", "null", "\"answer\"", "```json\n{]\n```", "{\"answer\": 1e999}", "\u{0}\u{1}"];
+    let garbage =
+        ["", "{", "[1,2", "null", "\"answer\"", "```json\n{]\n```", "{\"answer\": 1e999}", "\u{0}\u{1}"];
     let server = FakeOpenAi::builder().rule(Rule::any().replies(garbage)).start().await.unwrap();
     let client = client(config(&server));
     for _ in 0..garbage.len() {

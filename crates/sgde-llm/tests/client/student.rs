@@ -21,7 +21,7 @@ fn request(system: &str, question: &str) -> ChatRequest {
 }
 
 fn last_number(text: &str) -> Option<i64> {
-    text.split(|c: char| !c.is_ascii_digit() && c != '-').filter_map(|w| w.parse().ok()).last()
+    text.split(|c: char| !c.is_ascii_digit() && c != '-').rev().find_map(|w| w.parse().ok())
 }
 
 async fn student_server() -> FakeOpenAi {
@@ -64,7 +64,8 @@ async fn extraction_is_reliable_and_code_plus_consensus_is_always_right() {
     }
     assert!(extracted_right >= hard.len() - 1, "{extracted_right}/{}", hard.len());
 
-    let program = "Write a single Python expression that computes the answer. Reply with the expression only.";
+    let program =
+        "Write a single Python expression that computes the answer. Reply with the expression only.";
     let mut single_right = 0;
     for problem in &hard {
         let samples = client.complete_n(request(program, &problem.question), 5).await;

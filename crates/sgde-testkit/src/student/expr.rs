@@ -74,7 +74,11 @@ impl Expr {
     }
 
     /// Evaluates with a caller-supplied arithmetic (the student's fallible mental arithmetic).
-    pub fn eval_with(&self, vars: &Vars, apply: &mut dyn FnMut(Op, i128, i128) -> Option<i128>) -> Option<i128> {
+    pub fn eval_with(
+        &self,
+        vars: &Vars,
+        apply: &mut dyn FnMut(Op, i128, i128) -> Option<i128>,
+    ) -> Option<i128> {
         match self {
             Expr::Num(n) => Some(*n),
             Expr::Var(name) => vars.get(name).copied(),

@@ -177,7 +177,8 @@ mod tests {
         assert_eq!(p.op_error(Op::Mul, 2_287_720, 2, 4_575_440), p.large_mul_error);
         assert_eq!(p.op_error(Op::Add, 2_287_720, 4_575_440, 6_863_160), p.large_add_error);
         let mut rng = SplitMix64::new(3);
-        let wrong = (0..1000).filter(|_| p.compute(Op::Mul, 1_793_815, 60, &mut rng) != Some(107_628_900)).count();
+        let wrong =
+            (0..1000).filter(|_| p.compute(Op::Mul, 1_793_815, 60, &mut rng) != Some(107_628_900)).count();
         assert!((850..=950).contains(&wrong), "{wrong}");
     }
 }

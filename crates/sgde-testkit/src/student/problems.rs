@@ -51,7 +51,12 @@ pub const TEMPLATES: &[Template] = &[
         id: "eggs",
         text: "Janet's ducks lay {eggs_per_day} eggs per day. She eats {eaten} for breakfast every morning and bakes muffins with {baked} every day. She sells the rest at the market for ${price} per egg. How many dollars does she make every day?",
         expression: "(eggs_per_day - eaten - baked) * price",
-        quantities: &[q("eggs_per_day", 12, 40, true), q("eaten", 1, 5, false), q("baked", 1, 6, false), q("price", 2, 5, true)],
+        quantities: &[
+            q("eggs_per_day", 12, 40, true),
+            q("eaten", 1, 5, false),
+            q("baked", 1, 6, false),
+            q("price", 2, 5, true),
+        ],
     },
     Template {
         id: "robe",
@@ -69,7 +74,12 @@ pub const TEMPLATES: &[Template] = &[
         id: "savings",
         text: "Maria has ${savings} in her account. She deposits ${deposit} every week for {weeks} weeks and then spends ${spent} on a bike. How many dollars does she have left?",
         expression: "savings + deposit * weeks - spent",
-        quantities: &[q("savings", 50, 500, true), q("deposit", 5, 40, true), q("weeks", 2, 12, false), q("spent", 20, 90, false)],
+        quantities: &[
+            q("savings", 50, 500, true),
+            q("deposit", 5, 40, true),
+            q("weeks", 2, 12, false),
+            q("spent", 20, 90, false),
+        ],
     },
     Template {
         id: "warehouse",
@@ -131,7 +141,10 @@ impl Problem {
     /// A GSM-Hard-style `def solution():` program that returns the answer.
     pub fn python(&self) -> String {
         let mut out = String::from("def solution():\n");
-        out.push_str(&format!("    \"\"\"{}\"\"\"\n", self.question.replace('\\', "\\\\").replace('"', "\\\"")));
+        out.push_str(&format!(
+            "    \"\"\"{}\"\"\"\n",
+            self.question.replace('\\', "\\\\").replace('"', "\\\"")
+        ));
         for (name, value) in &self.quantities {
             out.push_str(&format!("    {name} = {value}\n"));
         }
@@ -196,7 +209,8 @@ impl ProblemGenerator {
         // valid draw likely, and after many misses the last small draw is used as is.
         let mut values = Vec::new();
         for _ in 0..1000 {
-            let large = (difficulty == Difficulty::Hard).then(|| large_candidates[self.rng.index(large_candidates.len())]);
+            let large = (difficulty == Difficulty::Hard)
+                .then(|| large_candidates[self.rng.index(large_candidates.len())]);
             values = template
                 .quantities
                 .iter()
@@ -217,10 +231,20 @@ impl ProblemGenerator {
         let question = render(template.text, template, &values);
         let vars = to_vars(template, &values);
         Problem {
-            id: format!("{}-{}-{}", template.id, if difficulty == Difficulty::Hard { "hard" } else { "small" }, self.counter),
+            id: format!(
+                "{}-{}-{}",
+                template.id,
+                if difficulty == Difficulty::Hard { "hard" } else { "small" },
+                self.counter
+            ),
             template: template.id.to_owned(),
             question,
-            quantities: template.quantities.iter().zip(&values).map(|(q, v)| (q.name.to_owned(), *v)).collect(),
+            quantities: template
+                .quantities
+                .iter()
+                .zip(&values)
+                .map(|(q, v)| (q.name.to_owned(), *v))
+                .collect(),
             expression: template.expression.to_owned(),
             answer: expr.eval(&vars).and_then(|v| i64::try_from(v).ok()).unwrap_or(0),
             difficulty,

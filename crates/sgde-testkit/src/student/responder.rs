@@ -81,7 +81,8 @@ impl SimulatedStudent {
     /// The reply for choice `choice` of `call`. Deterministic in (prompt, seed, choice); at
     /// temperature 0 in the prompt alone, as greedy decoding is.
     pub fn reply(&self, call: &ChatCall, choice: u32) -> String {
-        let prompt: String = call.messages.iter().map(|m| format!("{}\u{1f}{}\u{1e}", m.role, m.content)).collect();
+        let prompt: String =
+            call.messages.iter().map(|m| format!("{}\u{1f}{}\u{1e}", m.role, m.content)).collect();
         let mut rng = if call.temperature == Some(0.0) {
             SplitMix64::from_parts(&[fnv1a(&prompt)])
         } else {
@@ -111,7 +112,9 @@ impl SimulatedStudent {
                 match shape {
                     Shape::NumberOnly => answer.to_string(),
                     Shape::Json => wrap(call, shape, "answer", json!(answer), String::new()),
-                    Shape::Text => format!("Let's compute step by step.\n{}\nThe answer is {answer}.", steps.join("\n")),
+                    Shape::Text => {
+                        format!("Let's compute step by step.\n{}\nThe answer is {answer}.", steps.join("\n"))
+                    }
                 }
             }
         }
@@ -119,7 +122,9 @@ impl SimulatedStudent {
 
     /// The quantities as JSON, each large number copied with the profile's copy error.
     fn extract(&self, problem: &Problem, rng: &mut SplitMix64) -> Value {
-        Value::Object(problem.quantities.iter().map(|(k, v)| (k.clone(), json!(self.profile.copy(*v, rng)))).collect())
+        Value::Object(
+            problem.quantities.iter().map(|(k, v)| (k.clone(), json!(self.profile.copy(*v, rng)))).collect(),
+        )
     }
 
     /// The answer expression as the student writes it: with the profile's program error one
@@ -135,7 +140,8 @@ impl SimulatedStudent {
                 Op::FloorDiv => Op::Mul,
             });
         }
-        let copied = problem.quantities.iter().map(|(k, v)| (k.clone(), self.profile.copy(*v, rng))).collect();
+        let copied =
+            problem.quantities.iter().map(|(k, v)| (k.clone(), self.profile.copy(*v, rng))).collect();
         (expr, copied)
     }
 
@@ -246,16 +252,23 @@ mod tests {
     fn shapes_and_unknown_problems() {
         let student = SimulatedStudent::with_profile(StudentProfile::perfect());
         let p = ProblemGenerator::new(3).generate(Difficulty::Hard);
-        assert_eq!(student.reply(&call("Only the number, please.", &p.question, 0, 1.0), 0), p.answer.to_string());
+        assert_eq!(
+            student.reply(&call("Only the number, please.", &p.question, 0, 1.0), 0),
+            p.answer.to_string()
+        );
         let text = student.reply(&call("Solve it.", &p.question, 0, 1.0), 0);
         assert!(text.ends_with(&format!("The answer is {}.", p.answer)), "{text}");
         let program = student.reply(&call("Write a Python program.", &p.question, 0, 1.0), 0);
-        assert!(program.starts_with("```python\ndef solution():\n") && program.contains("return result"), "{program}");
+        assert!(
+            program.starts_with("```python\ndef solution():\n") && program.contains("return result"),
+            "{program}"
+        );
         let extract = student.reply(&call("Extract the quantities.", &p.question, 0, 1.0), 0);
         assert_eq!(serde_json::from_str::<Value>(&extract).unwrap(), p.quantities_json());
         let mut with_schema = call("Solve it.", &p.question, 0, 1.0);
         with_schema.response_format = Some("json_schema".into());
-        with_schema.json_schema = Some(json!({"type": "object", "properties": {"result": {"type": "integer"}}}));
+        with_schema.json_schema =
+            Some(json!({"type": "object", "properties": {"result": {"type": "integer"}}}));
         assert_eq!(student.reply(&with_schema, 0), json!({"result": p.answer}).to_string());
         assert!(student.reply(&call("Solve it.", "What is love?", 0, 1.0), 0).contains("do not know"));
     }
