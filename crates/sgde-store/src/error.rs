@@ -1,0 +1,123 @@
+//! [`StoreError`]: what can go wrong in the store, typed so that the API can answer precisely.
+//!
+//! Database errors are classified here, once: unique violations of *known* constraints become
+//! [`StoreError::Conflict`], foreign-key violations of known constraints become
+//! [`StoreError::NotFound`], connection trouble becomes [`StoreError::Unavailable`]. Anything
+//! else stays a [`StoreError::Database`], which the API logs and answers with a bare 500. The
+//! `Display` of a variant never contains SQL or row data; the `source` of a database error may
+//! contain the server's message and belongs in logs only.
+
+/// The one error type of sgde-store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The addressed row does not exist (or is soft-deleted). `what` names the resource:
+    /// `"workflow"`, `"version"`, `"job"`, ...
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+
+    /// A uniqueness rule was violated; `what` says which (`"workflow name"`, ...).
+    #[error("{what} already exists")]
+    Conflict { what: &'static str },
+
+    /// The request cannot be honoured as given (a malformed cursor, an unusable token, ...).
+    #[error("invalid {what}")]
+    Invalid { what: &'static str },
+
+    /// The database cannot be reached or the pool is exhausted; retrying later may work.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+
+    /// A row holds a value this version of sgde cannot read (an unknown status, say): the
+    /// schema and the code disagree.
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+
+    /// Applying migrations failed (including a database migrated by a newer sgde).
+    #[error("database migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+
+    /// Any other database error.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    /// `NotFound` when a query that must address one row found none.
+    pub(crate) fn not_found(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |e| match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound { what },
+            other => StoreError::from(other),
+        }
+    }
+
+    /// True for errors that say nothing about the request and may go away on retry.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// How a violation of a named constraint is reported to callers.
+enum Meaning {
+    Conflict(&'static str),
+    Missing(&'static str),
+}
+
+/// Constraints whose violation is a caller's mistake rather than a bug, by name (the names are
+/// fixed in `migrations/`).
+const CONSTRAINTS: &[(&str, Meaning)] = &[
+    ("model_endpoints_name_key", Meaning::Conflict("endpoint name")),
+    ("model_endpoints_pkey", Meaning::Conflict("endpoint id")),
+    ("workflows_name_live_key", Meaning::Conflict("workflow name")),
+    ("workflows_pkey", Meaning::Conflict("workflow id")),
+    ("workflow_versions_pkey", Meaning::Conflict("version id")),
+    ("workflow_versions_number_key", Meaning::Conflict("version number")),
+    ("workflow_versions_content_hash_key", Meaning::Conflict("version content")),
+    ("workflow_versions_workflow_id_fkey", Meaning::Missing("workflow")),
+    ("workflow_versions_parent_fkey", Meaning::Missing("parent version")),
+    ("workflow_labels_version_fkey", Meaning::Missing("version")),
+    ("workflow_labels_workflow_id_fkey", Meaning::Missing("workflow")),
+    ("executions_pkey", Meaning::Conflict("execution id")),
+    ("executions_version_fkey", Meaning::Missing("version")),
+    ("api_keys_pkey", Meaning::Conflict("api key id")),
+    ("api_keys_secret_hash_key", Meaning::Conflict("api key")),
+    ("jobs_pkey", Meaning::Conflict("job id")),
+];
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => return StoreError::Unavailable(e),
+            sqlx::Error::Database(db) => {
+                let named = db.constraint().and_then(|c| CONSTRAINTS.iter().find(|(name, _)| *name == c));
+                match named {
+                    Some((_, Meaning::Conflict(what))) if db.is_unique_violation() => {
+                        return StoreError::Conflict { what };
+                    }
+                    Some((_, Meaning::Missing(what))) if db.is_foreign_key_violation() => {
+                        return StoreError::NotFound { what };
+                    }
+                    _ => {}
+                }
+                // 57P01 admin_shutdown, 57P03 cannot_connect_now: the server is going away.
+                if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03")) {
+                    return StoreError::Unavailable(e);
+                }
+            }
+            _ => {}
+        }
+        StoreError::Database(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
+}

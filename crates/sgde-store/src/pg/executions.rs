@@ -1,0 +1,234 @@
+//! [`ExecutionRepo`] on Postgres.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use super::{PgStore, to_i64, to_u64};
+use crate::error::{Result, StoreError};
+use crate::executions::{
+    Execution, ExecutionFilter, ExecutionMode, ExecutionOutcome, ExecutionRepo, ExecutionStatus,
+    ExecutionUsage, NewExecution,
+};
+use crate::page::{self, CursorKind, Page, PageRequest};
+
+#[derive(sqlx::FromRow)]
+struct ExecutionRow {
+    id: Uuid,
+    workflow_id: Uuid,
+    version_id: Uuid,
+    mode: String,
+    status: String,
+    inputs: Value,
+    output: Option<Value>,
+    error: Option<Value>,
+    trace: Option<Value>,
+    latency_us: Option<i64>,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost_usd: f64,
+    route: Option<Value>,
+    job_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<ExecutionRow> for Execution {
+    type Error = StoreError;
+
+    fn try_from(r: ExecutionRow) -> Result<Self> {
+        Ok(Execution {
+            id: r.id,
+            workflow_id: r.workflow_id,
+            version_id: r.version_id,
+            mode: ExecutionMode::parse(&r.mode)?,
+            status: ExecutionStatus::parse(&r.status)?,
+            inputs: r.inputs,
+            output: r.output,
+            error: r.error,
+            trace: r.trace,
+            latency_us: r.latency_us.map(to_u64),
+            usage: ExecutionUsage {
+                prompt_tokens: to_u64(r.prompt_tokens),
+                completion_tokens: to_u64(r.completion_tokens),
+                cost_usd: r.cost_usd,
+            },
+            route: r.route,
+            job_id: r.job_id,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+/// Records an execution with one INSERT, on a pool or inside the caller's transaction.
+pub async fn insert_execution<'e>(executor: impl PgExecutor<'e>, new: NewExecution) -> Result<Execution> {
+    insert_with_job(executor, new, None).await
+}
+
+/// The INSERT behind [`insert_execution`] and `submit_run` (which sets `job_id`). Reads back only
+/// the timestamps the database assigned; the rest of the record is `new` itself.
+pub(super) async fn insert_with_job<'e>(
+    executor: impl PgExecutor<'e>,
+    new: NewExecution,
+    job_id: Option<Uuid>,
+) -> Result<Execution> {
+    let empty = ExecutionOutcome {
+        status: ExecutionStatus::Queued,
+        output: None,
+        error: None,
+        trace: None,
+        latency_us: None,
+        usage: ExecutionUsage::default(),
+    };
+    if let Some(outcome) = &new.outcome {
+        outcome.check()?;
+    }
+    let outcome = new.outcome.as_ref().unwrap_or(&empty);
+    let (created_at, finished_at): (DateTime<Utc>, Option<DateTime<Utc>>) = sqlx::query_as(
+        "INSERT INTO executions
+            (id, workflow_id, version_id, mode, status, inputs, output, error, trace, latency_us,
+             prompt_tokens, completion_tokens, cost_usd, route, job_id, started_at, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                 CASE WHEN $5 IN ('succeeded', 'failed', 'cancelled') THEN now() END)
+         RETURNING created_at, finished_at",
+    )
+    .bind(new.id)
+    .bind(new.workflow_id)
+    .bind(new.version_id)
+    .bind(new.mode.as_str())
+    .bind(outcome.status.as_str())
+    .bind(&new.inputs)
+    .bind(&outcome.output)
+    .bind(&outcome.error)
+    .bind(&outcome.trace)
+    .bind(outcome.latency_us.map(to_i64))
+    .bind(to_i64(outcome.usage.prompt_tokens))
+    .bind(to_i64(outcome.usage.completion_tokens))
+    .bind(outcome.usage.cost_usd)
+    .bind(&new.route)
+    .bind(job_id)
+    .bind(new.started_at)
+    .fetch_one(executor)
+    .await?;
+
+    let NewExecution { id, workflow_id, version_id, mode, inputs, route, outcome, started_at } = new;
+    let outcome = outcome.unwrap_or(empty);
+    Ok(Execution {
+        id,
+        workflow_id,
+        version_id,
+        mode,
+        status: outcome.status,
+        inputs,
+        output: outcome.output,
+        error: outcome.error,
+        trace: outcome.trace,
+        latency_us: outcome.latency_us,
+        usage: outcome.usage,
+        route,
+        job_id,
+        created_at,
+        started_at,
+        finished_at,
+    })
+}
+
+/// `queued | running → terminal`, at most once; on a pool or inside the caller's transaction.
+pub(super) async fn finish_in<'e>(
+    executor: impl PgExecutor<'e>,
+    id: Uuid,
+    outcome: &ExecutionOutcome,
+) -> Result<bool> {
+    outcome.check()?;
+    let done = sqlx::query(
+        "UPDATE executions
+         SET status = $2, output = $3, error = $4, trace = $5, latency_us = $6,
+             prompt_tokens = $7, completion_tokens = $8, cost_usd = $9, finished_at = now()
+         WHERE id = $1 AND status IN ('queued', 'running')",
+    )
+    .bind(id)
+    .bind(outcome.status.as_str())
+    .bind(&outcome.output)
+    .bind(&outcome.error)
+    .bind(&outcome.trace)
+    .bind(outcome.latency_us.map(to_i64))
+    .bind(to_i64(outcome.usage.prompt_tokens))
+    .bind(to_i64(outcome.usage.completion_tokens))
+    .bind(outcome.usage.cost_usd)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[async_trait]
+impl ExecutionRepo for PgStore {
+    async fn insert_execution(&self, new: NewExecution) -> Result<Execution> {
+        insert_with_job(&self.pool, new, None).await
+    }
+
+    async fn get_execution(&self, id: Uuid) -> Result<Execution> {
+        let row: ExecutionRow = sqlx::query_as(
+            "SELECT id, workflow_id, version_id, mode, status, inputs, output, error, trace, latency_us,
+                    prompt_tokens, completion_tokens, cost_usd, route, job_id, created_at, started_at,
+                    finished_at
+             FROM executions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::not_found("execution"))?;
+        row.try_into()
+    }
+
+    async fn list_executions(&self, filter: &ExecutionFilter, page: &PageRequest) -> Result<Page<Execution>> {
+        let after = page::decode_time(CursorKind::Executions, page.cursor.as_deref())?;
+        let rows: Vec<ExecutionRow> = sqlx::query_as(
+            "SELECT id, workflow_id, version_id, mode, status, inputs, output, error, NULL::jsonb AS trace,
+                    latency_us, prompt_tokens, completion_tokens, cost_usd, route, job_id, created_at,
+                    started_at, finished_at
+             FROM executions
+             WHERE ($1::uuid IS NULL OR workflow_id = $1)
+               AND ($2::uuid IS NULL OR version_id = $2)
+               AND ($3::text IS NULL OR status = $3)
+               AND ($4::text IS NULL OR mode = $4)
+               AND ($5::timestamptz IS NULL OR created_at >= $5)
+               AND ($6::timestamptz IS NULL OR created_at < $6)
+               AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8::uuid))
+             ORDER BY created_at DESC, id DESC
+             LIMIT $9",
+        )
+        .bind(filter.workflow_id)
+        .bind(filter.version_id)
+        .bind(filter.status.map(ExecutionStatus::as_str))
+        .bind(filter.mode.map(ExecutionMode::as_str))
+        .bind(filter.created_after)
+        .bind(filter.created_before)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(page.fetch())
+        .fetch_all(&self.pool)
+        .await?;
+        let rows = rows.into_iter().map(Execution::try_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(rows, page, |e| page::encode_time(CursorKind::Executions, e.created_at, e.id)))
+    }
+
+    async fn start_execution(&self, id: Uuid) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE executions SET status = 'running', started_at = coalesce(started_at, now())
+             WHERE id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish_execution(&self, id: Uuid, outcome: &ExecutionOutcome) -> Result<bool> {
+        finish_in(&self.pool, id, outcome).await
+    }
+}

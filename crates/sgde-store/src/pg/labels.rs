@@ -1,0 +1,196 @@
+//! [`LabelRepo`] on Postgres.
+//!
+//! A set or delete locks the workflow row first (the same lock version creation takes), so the
+//! `from` version written to the history is exactly the one replaced, even when two moves race.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::PgStore;
+use crate::error::{Result, StoreError};
+use crate::labels::{Label, LabelEvent, LabelMove, LabelRepo};
+use crate::page::{self, CursorKind, Page, PageRequest};
+
+#[derive(sqlx::FromRow)]
+struct LabelRow {
+    workflow_id: Uuid,
+    name: String,
+    version_id: Uuid,
+    version_number: i32,
+    updated_at: DateTime<Utc>,
+    updated_by: Option<String>,
+}
+
+impl From<LabelRow> for Label {
+    fn from(r: LabelRow) -> Self {
+        Label {
+            workflow_id: r.workflow_id,
+            name: r.name,
+            version_id: r.version_id,
+            version_number: r.version_number,
+            updated_at: r.updated_at,
+            updated_by: r.updated_by,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: i64,
+    workflow_id: Uuid,
+    label: String,
+    from_version_id: Option<Uuid>,
+    to_version_id: Option<Uuid>,
+    moved_by: Option<String>,
+    at: DateTime<Utc>,
+}
+
+impl From<EventRow> for LabelEvent {
+    fn from(r: EventRow) -> Self {
+        LabelEvent {
+            id: r.id,
+            workflow_id: r.workflow_id,
+            label: r.label,
+            from_version_id: r.from_version_id,
+            to_version_id: r.to_version_id,
+            moved_by: r.moved_by,
+            at: r.at,
+        }
+    }
+}
+
+/// Locks a live workflow row for label changes; `NotFound` if there is none.
+async fn lock_workflow(conn: &mut PgConnection, workflow_id: Uuid) -> Result<()> {
+    sqlx::query("SELECT 1 FROM workflows WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE")
+        .bind(workflow_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|_| ())
+        .ok_or(StoreError::NotFound { what: "workflow" })
+}
+
+async fn record(
+    conn: &mut PgConnection,
+    workflow_id: Uuid,
+    label: &str,
+    from: Option<Uuid>,
+    to: Option<Uuid>,
+    moved_by: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO workflow_label_history (workflow_id, label, from_version_id, to_version_id, moved_by)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(workflow_id)
+    .bind(label)
+    .bind(from)
+    .bind(to)
+    .bind(moved_by)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn fetch_label(conn: &mut PgConnection, workflow_id: Uuid, name: &str) -> Result<Option<Label>> {
+    let row: Option<LabelRow> = sqlx::query_as(
+        "SELECT l.workflow_id, l.name, l.version_id, v.number AS version_number, l.updated_at, l.updated_by
+         FROM workflow_labels l JOIN workflow_versions v ON v.id = l.version_id
+         WHERE l.workflow_id = $1 AND l.name = $2",
+    )
+    .bind(workflow_id)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(Label::from))
+}
+
+#[async_trait]
+impl LabelRepo for PgStore {
+    async fn set_label(
+        &self,
+        workflow_id: Uuid,
+        name: &str,
+        version_id: Uuid,
+        moved_by: Option<&str>,
+    ) -> Result<LabelMove> {
+        let mut tx = self.pool.begin().await?;
+        lock_workflow(&mut tx, workflow_id).await?;
+        let previous = fetch_label(&mut tx, workflow_id, name).await?;
+        let previous_version_id = previous.as_ref().map(|l| l.version_id);
+        if let Some(label) = previous.filter(|l| l.version_id == version_id) {
+            // Already there: nothing to change or record.
+            tx.commit().await?;
+            return Ok(LabelMove { label, previous_version_id });
+        }
+        sqlx::query(
+            "INSERT INTO workflow_labels (workflow_id, name, version_id, updated_by) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workflow_id, name)
+             DO UPDATE SET version_id = excluded.version_id, updated_by = excluded.updated_by, updated_at = now()",
+        )
+        .bind(workflow_id)
+        .bind(name)
+        .bind(version_id)
+        .bind(moved_by)
+        .execute(&mut *tx)
+        .await?;
+        record(&mut tx, workflow_id, name, previous_version_id, Some(version_id), moved_by).await?;
+        let label =
+            fetch_label(&mut tx, workflow_id, name).await?.ok_or(StoreError::NotFound { what: "label" })?;
+        tx.commit().await?;
+        Ok(LabelMove { label, previous_version_id })
+    }
+
+    async fn delete_label(&self, workflow_id: Uuid, name: &str, moved_by: Option<&str>) -> Result<Label> {
+        let mut tx = self.pool.begin().await?;
+        lock_workflow(&mut tx, workflow_id).await?;
+        let label =
+            fetch_label(&mut tx, workflow_id, name).await?.ok_or(StoreError::NotFound { what: "label" })?;
+        sqlx::query("DELETE FROM workflow_labels WHERE workflow_id = $1 AND name = $2")
+            .bind(workflow_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        record(&mut tx, workflow_id, name, Some(label.version_id), None, moved_by).await?;
+        tx.commit().await?;
+        Ok(label)
+    }
+
+    async fn list_labels(&self, workflow_id: Uuid) -> Result<Vec<Label>> {
+        let rows: Vec<LabelRow> = sqlx::query_as(
+            "SELECT l.workflow_id, l.name, l.version_id, v.number AS version_number, l.updated_at, l.updated_by
+             FROM workflow_labels l JOIN workflow_versions v ON v.id = l.version_id
+             WHERE l.workflow_id = $1
+             ORDER BY l.name",
+        )
+        .bind(workflow_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Label::from).collect())
+    }
+
+    async fn label_history(
+        &self,
+        workflow_id: Uuid,
+        label: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<LabelEvent>> {
+        let before = page::decode_int(CursorKind::LabelHistory, page.cursor.as_deref())?;
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT id, workflow_id, label, from_version_id, to_version_id, moved_by, at
+             FROM workflow_label_history
+             WHERE workflow_id = $1 AND ($2::text IS NULL OR label = $2) AND ($3::int8 IS NULL OR id < $3)
+             ORDER BY id DESC
+             LIMIT $4",
+        )
+        .bind(workflow_id)
+        .bind(label)
+        .bind(before)
+        .bind(page.fetch())
+        .fetch_all(&self.pool)
+        .await?;
+        let rows = rows.into_iter().map(LabelEvent::from).collect();
+        Ok(Page::from_rows(rows, page, |e| page::encode_int(CursorKind::LabelHistory, e.id)))
+    }
+}

@@ -1,0 +1,72 @@
+//! Asynchronous runs: an execution and the queue job that performs it, kept consistent.
+//!
+//! Accepting a run writes the `queued` execution and its job in one transaction, so an accepted
+//! run always has a job and a job always has its execution. Finishing writes the execution's
+//! outcome and completes the job in one transaction *conditional on the worker still owning the
+//! job*, so after a crash and a re-claim only one worker's result is ever recorded.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::executions::{Execution, ExecutionOutcome, NewExecution};
+use crate::jobs::{FailOutcome, Job, NewJob, Retry};
+
+/// The job kind of asynchronous runs.
+pub const RUN_JOB_KIND: &str = "run";
+
+/// The payload of a run job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunPayload {
+    pub execution_id: Uuid,
+}
+
+/// What [`RunRepo::cancel_run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunCancel {
+    /// It had not started; execution and job are `cancelled`.
+    Cancelled,
+    /// It is running; the worker will stop at its next heartbeat and record `cancelled`.
+    Requested,
+    /// It had already ended.
+    AlreadyFinished,
+}
+
+#[async_trait]
+pub trait RunRepo: Send + Sync {
+    /// Writes the queued execution (`new.outcome` must be `None`) and a job of kind
+    /// [`RUN_JOB_KIND`] with payload [`RunPayload`] atomically. `max_attempts` bounds re-claims
+    /// after worker crashes.
+    async fn submit_run(&self, new: NewExecution, max_attempts: u32) -> Result<(Execution, Job)>;
+
+    /// Records the outcome and ends the job (`cancelled` for a cancelled outcome, else
+    /// `succeeded`) if `worker` still owns job `job_id`; false otherwise (nothing written).
+    async fn finish_run(
+        &self,
+        job_id: Uuid,
+        worker: &str,
+        execution_id: Uuid,
+        outcome: &ExecutionOutcome,
+    ) -> Result<bool>;
+
+    /// Records a failed attempt of the run's job; when no retry remains the execution is marked
+    /// `failed` with `error` in the same transaction.
+    async fn fail_run(
+        &self,
+        job_id: Uuid,
+        worker: &str,
+        execution_id: Uuid,
+        error: &Value,
+        retry: Retry,
+    ) -> Result<FailOutcome>;
+
+    /// Cancels a run by execution id.
+    async fn cancel_run(&self, execution_id: Uuid) -> Result<RunCancel>;
+}
+
+/// The job for a run; exposed for callers composing their own transaction.
+pub fn run_job(execution_id: Uuid, max_attempts: u32) -> NewJob {
+    NewJob::new(RUN_JOB_KIND, serde_json::json!({ "execution_id": execution_id })).max_attempts(max_attempts)
+}
