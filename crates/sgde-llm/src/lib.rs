@@ -13,9 +13,9 @@
 //! - [`secret`]: [`ApiKey`] (prints as `***`) and [`SecretSource`], the only door to the
 //!   environment.
 //! - [`client`]: [`OpenAiClient`], the HTTP implementation (and why it uses its own serde types).
-//! - [`wire`]: the JSON of `/v1/chat/completions`, read leniently.
+//! - `wire`: the JSON of `/v1/chat/completions`, read leniently.
 //! - [`retry`]: [`RetryPolicy`], full-jitter backoff, `Retry-After` parsing.
-//! - [`limits`]: per-endpoint concurrency (semaphore) and rate limits (governor).
+//! - `limits`: per-endpoint concurrency (semaphore) and rate limits (governor).
 //! - [`structured`]: JSON extraction, schema validation and the repair prompt.
 //! - [`usage`]: token estimates, [`UsageMeter`] trees and [`MeteredClient`].
 //! - [`cache`]: content-addressed [`ResponseCache`] with a pluggable [`CacheBackend`].

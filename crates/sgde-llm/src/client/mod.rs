@@ -5,7 +5,7 @@
 //! - **Leniency.** The servers we target disagree on details: some omit `usage`, `object` or
 //!   `created`, send content as an array of parts, numbers as strings, or extra fields; a reply
 //!   must never fail (or panic) because a field sgde does not need has another shape. Typed
-//!   client crates model OpenAI's current schema strictly; our [`crate::wire`] types are optional
+//!   client crates model OpenAI's current schema strictly; our `wire` types are optional
 //!   everywhere and tolerant of wrong types.
 //! - **Control of the failure path.** sgde needs the raw status, the `Retry-After` header, the
 //!   provider's error message, its own retry budget (attempts *and* elapsed time, full jitter),
@@ -17,8 +17,8 @@
 //!
 //! # Layout
 //! - this file: the client, its builder, request preparation and the [`ModelClient`] impl;
-//! - [`transport`]: one HTTP exchange, its classification, and the retry loop;
-//! - [`calls`]: a logical call — format fallback, schema validation and repair, usage, `n`.
+//! - `transport`: one HTTP exchange, its classification, and the retry loop;
+//! - `calls`: a logical call — format fallback, schema validation and repair, usage, `n`.
 
 mod calls;
 mod transport;

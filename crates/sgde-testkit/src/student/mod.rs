@@ -1,6 +1,6 @@
 //! The simulated student: a deterministic stand-in for a small model on arithmetic word problems.
 //!
-//! - [`problems`]: the generated problem family and [`recognise`](problems::recognise);
+//! - [`problems`]: the generated problem family and [`problems::recognise`];
 //! - [`expr`]: the expression trees behind answers, programs and mental arithmetic;
 //! - [`mistakes`]: the error profile ([`StudentProfile`]);
 //! - [`responder`]: cue reading and the [`SimulatedStudent`] responder.
