@@ -21,7 +21,10 @@ pub(crate) async fn run(pool: &PgPool) -> Result<()> {
     let mut conn = pool.acquire().await?.detach();
     let result = async {
         sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut conn).await?;
-        MIGRATOR.run(&mut conn).await?;
+        // `run_direct` rather than `run`: `run` is generic over `Acquire`, which makes the
+        // future not `Send` in callers (rustc's "not general enough"), so `migrate()` could not
+        // be spawned. sqlx exposes `run_direct` for exactly this.
+        MIGRATOR.run_direct(None, &mut conn, false).await?;
         sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut conn).await?;
         Ok(())
     }
