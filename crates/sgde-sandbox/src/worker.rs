@@ -44,6 +44,7 @@ const CHILD_STDERR_BYTES: usize = 8 << 10;
 /// cannot be set up, 74 on an I/O error on the protocol pipes.
 pub fn worker_main() -> ExitCode {
     let started = Instant::now();
+    install_panic_hook();
     if let Err(err) = enforce::harden_process() {
         eprintln!("sgde-sandbox-worker: cannot harden the process: {err}");
         return ExitCode::from(70);
@@ -120,7 +121,7 @@ fn serve(sandbox: &SealedInterpreter, cache: &mut CodeCache, request: &Request) 
             }));
             match result {
                 Ok(result) => Ok((into_result(result, false), false)),
-                Err(_) => Ok((CallResult::Err(crashed("interpreter panic".into())), true)),
+                Err(_) => Ok((CallResult::Err(crashed(panic_detail())), true)),
             }
         }
         Ok(compiled) => Err(compiled),
@@ -142,6 +143,26 @@ fn into_result(result: Result<CallValue, SandboxError>, forked: bool) -> CallRes
         Ok(CallValue { value, stdout }) => CallResult::Ok { value, stdout, forked },
         Err(err) => CallResult::Err(err),
     }
+}
+
+thread_local! {
+    /// The message of the last panic on this (the only) thread.
+    static LAST_PANIC: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Keeps panic messages for the error returned to the caller (RustPython panics on some
+/// malformed inputs; the message is what makes such a crash debuggable).
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        LAST_PANIC.with_borrow_mut(|last| *last = info.to_string());
+        default(info);
+    }));
+}
+
+fn panic_detail() -> String {
+    let message = LAST_PANIC.with_borrow(|last| last.clone());
+    format!("interpreter panic: {}", message.lines().take(3).collect::<Vec<_>>().join(" "))
 }
 
 fn crashed(detail: String) -> SandboxError {
@@ -218,7 +239,7 @@ fn child(
             std::panic::catch_unwind(AssertUnwindSafe(|| {
                 exec::run(sandbox, compiled, &request.function, &request.kwargs, &request.limits)
             }))
-            .unwrap_or_else(|_| Err(crashed("interpreter panic".into())))
+            .unwrap_or_else(|_| Err(crashed(panic_detail())))
         });
     let _ = enforce::disarm();
     let result = into_result(outcome, true);
