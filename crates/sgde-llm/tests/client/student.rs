@@ -44,6 +44,7 @@ async fn direct_answers_are_right_on_small_problems_and_mostly_wrong_on_hard_one
         let reply = client.complete(request(solve, &problem.question)).await.unwrap().text;
         right += usize::from(last_number(&reply) == Some(problem.answer));
     }
+    println!("direct answers: 16/16 small right, {right}/{} hard right", hard.len());
     assert!(right <= hard.len() / 2, "{right}/{} hard problems right by direct answer", hard.len());
 }
 
@@ -81,6 +82,11 @@ async fn extraction_is_reliable_and_code_plus_consensus_is_always_right() {
         let winner = votes.iter().max_by_key(|(_, n)| **n).map(|(v, _)| *v);
         assert_eq!(winner, Some(i128::from(problem.answer)), "{}: {votes:?}", problem.question);
     }
+    let n = hard.len();
+    println!(
+        "hard problems: extraction {extracted_right}/{n}, single expression samples {single_right}/{}, plurality of 5: {n}/{n}",
+        n * 5
+    );
     // Single samples are not perfect: consensus is doing real work.
     assert!(single_right < hard.len() * 5, "every single sample was right");
 }
