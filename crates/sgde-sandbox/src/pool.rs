@@ -274,9 +274,7 @@ impl Sandbox {
             Err(SandboxError::Timeout { .. }) => bump(&c.timeouts),
             Err(SandboxError::CpuLimit { .. }) => bump(&c.cpu_limits),
             Err(SandboxError::MemoryLimit { .. }) => bump(&c.memory_limits),
-            Err(SandboxError::WorkerCrashed { .. } | SandboxError::Protocol { .. }) => {
-                bump(&c.crashes)
-            }
+            Err(SandboxError::WorkerCrashed { .. } | SandboxError::Protocol { .. }) => bump(&c.crashes),
             Err(_) => {}
         }
     }
@@ -308,10 +306,9 @@ impl Sandbox {
                 let last = inner.spawn_error.lock().ok().and_then(|e| e.clone());
                 let reason = match last {
                     Some(err) => format!("no worker became free; last start-up failure: {err}"),
-                    None => format!(
-                        "no worker became free within {} ms",
-                        inner.config.queue_timeout.as_millis()
-                    ),
+                    None => {
+                        format!("no worker became free within {} ms", inner.config.queue_timeout.as_millis())
+                    }
                 };
                 return Err(SandboxError::Unavailable { reason });
             }

@@ -140,9 +140,7 @@ impl WorkerProcess {
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|err| {
-                unavailable(format!("cannot start {}: {err}", command.program.display()))
-            })?;
+            .map_err(|err| unavailable(format!("cannot start {}: {err}", command.program.display())))?;
         let pid = child.id().and_then(|id| i32::try_from(id).ok()).unwrap_or(0);
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -177,17 +175,11 @@ impl WorkerProcess {
             },
             Ok(Ok(_)) | Ok(Err(_)) => {
                 let death = worker.reap().await;
-                Err(unavailable(format!(
-                    "worker exited during start-up ({death}): {}",
-                    worker.stderr_text()
-                )))
+                Err(unavailable(format!("worker exited during start-up ({death}): {}", worker.stderr_text())))
             }
             Err(_) => {
                 worker.kill();
-                Err(unavailable(format!(
-                    "worker not ready within {} ms",
-                    startup_timeout.as_millis()
-                )))
+                Err(unavailable(format!("worker not ready within {} ms", startup_timeout.as_millis())))
             }
         }
     }

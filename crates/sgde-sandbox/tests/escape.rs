@@ -24,18 +24,42 @@ async fn assert_raises(sandbox: &sgde_sandbox::Sandbox, code: &str, exc_type: &s
 async fn open_is_not_available() {
     let sb = sandbox(1).await;
     assert_raises(&sb, "def run():\n    return open('/etc/passwd').read()\n", "NameError").await;
-    assert_raises(&sb, "def run():\n    return __builtins__.open('/etc/passwd')\n", "AttributeError")
-        .await;
+    assert_raises(&sb, "def run():\n    return __builtins__.open('/etc/passwd')\n", "AttributeError").await;
 }
 
 #[tokio::test]
 async fn host_modules_cannot_be_imported() {
     let sb = sandbox(1).await;
     for module in [
-        "os", "sys", "posix", "socket", "_socket", "subprocess", "_posixsubprocess", "ctypes",
-        "_ctypes", "_io", "io", "time", "gc", "marshal", "builtins", "importlib", "_imp",
-        "_thread", "threading", "signal", "random", "_random", "pathlib", "shutil",
-        "_frozen_importlib", "_frozen_importlib_external", "resource", "mmap", "select",
+        "os",
+        "sys",
+        "posix",
+        "socket",
+        "_socket",
+        "subprocess",
+        "_posixsubprocess",
+        "ctypes",
+        "_ctypes",
+        "_io",
+        "io",
+        "time",
+        "gc",
+        "marshal",
+        "builtins",
+        "importlib",
+        "_imp",
+        "_thread",
+        "threading",
+        "signal",
+        "random",
+        "_random",
+        "pathlib",
+        "shutil",
+        "_frozen_importlib",
+        "_frozen_importlib_external",
+        "resource",
+        "mmap",
+        "select",
     ] {
         let code = format!("import {module}\ndef run():\n    return 'ESCAPED'\n");
         assert_raises(&sb, &code, "ImportError").await;
@@ -51,12 +75,8 @@ async fn eval_exec_and_compile_go_through_the_same_guard() {
     let sb = sandbox(1).await;
     assert_raises(&sb, "def run():\n    return eval(\"__import__('os')\")\n", "ImportError").await;
     assert_raises(&sb, "def run():\n    exec('import socket')\n", "ImportError").await;
-    assert_raises(
-        &sb,
-        "def run():\n    exec(compile('import subprocess', 'x', 'exec'))\n",
-        "ImportError",
-    )
-    .await;
+    assert_raises(&sb, "def run():\n    exec(compile('import subprocess', 'x', 'exec'))\n", "ImportError")
+        .await;
     assert_raises(&sb, "def run():\n    return eval(\"open('/etc/passwd')\")\n", "NameError").await;
     assert_raises(&sb, "def run():\n    exec('import sys', {})\n", "ImportError").await;
 }
@@ -117,10 +137,8 @@ async fn internals_route_reaches_no_host_access() {
     assert!(out.forked, "code using dunders must run in a throw-away fork");
     let Value::Object(results) = out.value else { panic!("probe returns a dict") };
     assert!(results.len() > 40, "the probe ran all attempts: {results:?}");
-    let escaped: Vec<_> = results
-        .iter()
-        .filter(|(_, v)| !v.as_str().is_some_and(|s| s.starts_with("blocked")))
-        .collect();
+    let escaped: Vec<_> =
+        results.iter().filter(|(_, v)| !v.as_str().is_some_and(|s| s.starts_with("blocked"))).collect();
     assert!(escaped.is_empty(), "escapes: {escaped:#?}");
 }
 
@@ -172,10 +190,7 @@ def run():
     // Whatever RustPython does with invalid bytecode (an exception or a crash of the
     // forked call), the step must fail and the worker must survive.
     let err = error(&sb, code).await;
-    assert!(
-        matches!(err, SandboxError::User { .. } | SandboxError::WorkerCrashed { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, SandboxError::User { .. } | SandboxError::WorkerCrashed { .. }), "{err:?}");
     assert_healthy(&sb).await;
 }
 

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use sgde_sandbox::{
-    CallOutput, CallRequest, Limits, Sandbox, SandboxConfig, SandboxError, WorkerCommand,
-};
+use sgde_sandbox::{CallOutput, CallRequest, Limits, Sandbox, SandboxConfig, SandboxError, WorkerCommand};
 
 /// The worker binary Cargo built for these tests.
 pub fn worker() -> WorkerCommand {
