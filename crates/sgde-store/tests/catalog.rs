@@ -7,8 +7,8 @@ use serde_json::json;
 use sgde_llm::EndpointConfig;
 use sgde_store::testing::TestDatabase;
 use sgde_store::{
-    EndpointRepo, LabelRepo, NewVersion, NewWorkflow, PageRequest, Store, StoreError, VersionRepo, VersionSelector,
-    VersionSource, WorkflowRepo,
+    EndpointRepo, LabelRepo, NewVersion, NewWorkflow, PageRequest, Store, StoreError, VersionRepo,
+    VersionSelector, VersionSource, WorkflowRepo,
 };
 use uuid::Uuid;
 
@@ -29,10 +29,7 @@ async fn endpoints_crud_and_conflicts() {
     let created = s.create_endpoint(&config).await.unwrap();
     assert_eq!(created.name, "student");
     assert_eq!(created.config, config);
-    assert!(matches!(
-        s.create_endpoint(&config).await,
-        Err(StoreError::Conflict { what: "endpoint name" })
-    ));
+    assert!(matches!(s.create_endpoint(&config).await, Err(StoreError::Conflict { what: "endpoint name" })));
 
     let teacher = EndpointConfig::new("teacher", "https://api.openai.com/v1", "gpt-4o");
     s.create_endpoint(&teacher).await.unwrap();
@@ -43,7 +40,10 @@ async fn endpoints_crud_and_conflicts() {
     renamed.name = "student-v2".into();
     renamed.timeout_ms = 5_000;
     let updated = s.update_endpoint("student", &renamed).await.unwrap();
-    assert_eq!((updated.id, updated.name.as_str(), updated.config.timeout_ms), (created.id, "student-v2", 5_000));
+    assert_eq!(
+        (updated.id, updated.name.as_str(), updated.config.timeout_ms),
+        (created.id, "student-v2", 5_000)
+    );
     assert!(updated.updated_at >= created.updated_at);
     assert!(matches!(s.get_endpoint("student").await, Err(StoreError::NotFound { what: "endpoint" })));
     assert!(matches!(
@@ -139,11 +139,9 @@ async fn versions_are_numbered_deduplicated_and_immutable() {
     s.set_label(wf.id, "production", v1.id, Some("ops")).await.unwrap();
     assert_eq!(s.get_version(wf.id, &VersionSelector::Default).await.unwrap().id, v1.id, "production label");
     assert_eq!(s.get_version(wf.id, &VersionSelector::Label("production".into())).await.unwrap().id, v1.id);
-    for missing in [
-        VersionSelector::Number(7),
-        VersionSelector::Id(ov1.id),
-        VersionSelector::Label("staging".into()),
-    ] {
+    for missing in
+        [VersionSelector::Number(7), VersionSelector::Id(ov1.id), VersionSelector::Label("staging".into())]
+    {
         assert!(
             matches!(s.get_version(wf.id, &missing).await, Err(StoreError::NotFound { what: "version" })),
             "{missing:?}"

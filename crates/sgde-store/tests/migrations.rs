@@ -6,9 +6,10 @@ use sgde_store::{Health, PgStore, StoreOptions};
 #[tokio::test]
 async fn concurrent_migrate_from_four_tasks_succeeds_once() {
     // A database with no migrations yet: `migrate: false` on creation.
-    let db = TestDatabase::with_options(StoreOptions { migrate: false, max_connections: 8, ..Default::default() })
-        .await
-        .unwrap();
+    let db =
+        TestDatabase::with_options(StoreOptions { migrate: false, max_connections: 8, ..Default::default() })
+            .await
+            .unwrap();
     assert!(!db.store.migrations_applied().await.unwrap(), "fresh database is not ready");
 
     let mut tasks = Vec::new();
@@ -16,10 +17,12 @@ async fn concurrent_migrate_from_four_tasks_succeeds_once() {
         let url = db.url.clone();
         tasks.push(tokio::spawn(async move {
             // Separate pools, as separate replicas would have.
-            let store =
-                PgStore::connect(&url, &StoreOptions { migrate: false, max_connections: 2, ..Default::default() })
-                    .await
-                    .unwrap();
+            let store = PgStore::connect(
+                &url,
+                &StoreOptions { migrate: false, max_connections: 2, ..Default::default() },
+            )
+            .await
+            .unwrap();
             let result = store.migrate().await;
             store.close().await;
             result

@@ -65,6 +65,8 @@ impl TryFrom<ExecutionRow> for Execution {
     }
 }
 
+type Stamps = (DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// Records an execution with one INSERT, on a pool or inside the caller's transaction.
 pub async fn insert_execution<'e>(executor: impl PgExecutor<'e>, new: NewExecution) -> Result<Execution> {
     insert_with_job(executor, new, None).await
@@ -89,13 +91,15 @@ pub(super) async fn insert_with_job<'e>(
         outcome.check()?;
     }
     let outcome = new.outcome.as_ref().unwrap_or(&empty);
-    let (created_at, finished_at): (DateTime<Utc>, Option<DateTime<Utc>>) = sqlx::query_as(
+    // The timestamps come back from the database: it stores microseconds, and the record must
+    // equal what a later read returns.
+    let (created_at, started_at, finished_at): Stamps = sqlx::query_as(
         "INSERT INTO executions
             (id, workflow_id, version_id, mode, status, inputs, output, error, trace, latency_us,
              prompt_tokens, completion_tokens, cost_usd, route, job_id, started_at, finished_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                  CASE WHEN $5 IN ('succeeded', 'failed', 'cancelled') THEN now() END)
-         RETURNING created_at, finished_at",
+         RETURNING created_at, started_at, finished_at",
     )
     .bind(new.id)
     .bind(new.workflow_id)
@@ -116,7 +120,7 @@ pub(super) async fn insert_with_job<'e>(
     .fetch_one(executor)
     .await?;
 
-    let NewExecution { id, workflow_id, version_id, mode, inputs, route, outcome, started_at } = new;
+    let NewExecution { id, workflow_id, version_id, mode, inputs, route, outcome, started_at: _ } = new;
     let outcome = outcome.unwrap_or(empty);
     Ok(Execution {
         id,
