@@ -17,6 +17,13 @@
 //!   └─lease expired───┘ (re-claimed; after max_attempts only reap_expired ends it: failed)
 //! queued ──cancel──▶ cancelled;  running ──cancel──▶ cancel_requested, seen at heartbeat
 //! ```
+//!
+//! A worker loop, in short: `claim` (honour `job.cancel_requested` at once: a released job may
+//! carry one) → work, calling `heartbeat` every lease/3 and stopping on `Lost` or
+//! `cancel_requested` → `complete_job` / `fail_job` / `ack_cancel` (for runs:
+//! [`crate::runs::RunRepo::finish_run`] / `fail_run`, which also settle the execution). Some
+//! worker calls `reap_expired` periodically and settles what the returned jobs stood for; at
+//! shutdown each worker calls `release_leases` for what it could not finish.
 
 use std::time::Duration;
 

@@ -68,3 +68,19 @@ async fn bad_urls_and_unreachable_servers_are_clear_errors() {
     assert!(err.is_transient(), "{err:?}");
     assert!(!err.to_string().contains("secret"));
 }
+
+#[tokio::test]
+async fn a_schema_migrated_by_a_newer_release_is_accepted() {
+    let db = TestDatabase::new().await.unwrap();
+    // What a newer sgde would have recorded.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99991231000000, 'from the future', true, '\\x00', 1)",
+    )
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+    db.store.migrate().await.unwrap();
+    assert!(db.store.migrations_applied().await.unwrap());
+    db.drop_database().await.unwrap();
+}

@@ -12,7 +12,13 @@ use sqlx::{Connection, PgPool};
 use crate::error::Result;
 
 /// The SQL in the workspace's top-level `migrations/`.
-pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+///
+/// `ignore_missing`: during a rolling upgrade a replica of the previous release may restart
+/// after a newer one has migrated; it must still start (migrations are written to be
+/// backward-compatible: expand first, contract a release later) instead of refusing a schema
+/// that has migrations it does not know.
+pub(crate) static MIGRATOR: Migrator =
+    Migrator { ignore_missing: true, ..sqlx::migrate!("../../migrations") };
 
 /// Advisory lock key for migrations ("sgdemigr" as big-endian bytes).
 const MIGRATION_LOCK: i64 = 0x7367_6465_6d69_6772;
