@@ -1,7 +1,7 @@
 //! [`PgStore`]: every repository trait implemented on Postgres with sqlx.
 //!
-//! One file per repository, mirroring the trait modules; [`migrate`] applies the embedded
-//! migrations under an advisory lock; [`cache`] is the persistent response-cache tier.
+//! One file per repository, mirroring the trait modules; `migrate` applies the embedded
+//! migrations under an advisory lock; `cache` is the persistent response-cache tier.
 //!
 //! Conventions here: SQL is `&'static str` with bound parameters only; optional filters are
 //! `($n::type IS NULL OR …)`; rows are read into private `FromRow` structs and converted to the
