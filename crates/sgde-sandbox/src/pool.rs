@@ -1,8 +1,9 @@
 //! The pool of pre-started workers and the public [`Sandbox`] handle.
 //!
-//! Idle workers wait in a stack guarded by a std mutex (held for a push or a pop, never
+//! Idle workers wait in a FIFO queue guarded by a std mutex (held for a push or a pop, never
 //! across an await) next to a semaphore that counts them, so a call waits fairly for a free
-//! worker without polling. A call leases one worker; when the call ends the lease returns
+//! worker without polling. FIFO rather than LIFO spreads calls over all workers, which keeps
+//! recycling even and finds a worker that died while idle at its next turn. A call leases one worker; when the call ends the lease returns
 //! the worker, or replaces it when it died, was killed or asked to retire. Replacements start
 //! in background tasks, so the caller that hit a limit gets its error at once and the pool
 //! heals on its own.
@@ -11,6 +12,7 @@
 //! is unknown) and starts a replacement.
 
 use std::{
+    collections::VecDeque,
     sync::{
         Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
@@ -152,7 +154,7 @@ fn bump(counter: &AtomicU64) {
 
 struct Inner {
     config: SandboxConfig,
-    idle: Mutex<Vec<WorkerProcess>>,
+    idle: Mutex<VecDeque<WorkerProcess>>,
     available: Semaphore,
     counters: Counters,
     /// The last reason a worker could not be started, cleared by the next success.
@@ -198,7 +200,7 @@ impl Sandbox {
         let count = workers.len();
         let inner = Arc::new(Inner {
             config,
-            idle: Mutex::new(workers),
+            idle: Mutex::new(workers.into()),
             available: Semaphore::new(count),
             counters: Counters::default(),
             spawn_error: Mutex::new(None),
@@ -314,7 +316,7 @@ impl Sandbox {
             }
         };
         permit.forget();
-        let worker = inner.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let worker = inner.idle.lock().ok().and_then(|mut idle| idle.pop_front());
         worker.ok_or_else(|| SandboxError::Unavailable { reason: "idle list out of sync".into() })
     }
 }
@@ -359,7 +361,7 @@ impl Drop for Lease {
 impl Inner {
     fn put_back(&self, worker: WorkerProcess) {
         if let Ok(mut idle) = self.idle.lock() {
-            idle.push(worker);
+            idle.push_back(worker);
             self.available.add_permits(1);
         }
     }
