@@ -5,10 +5,8 @@
 //!
 //! * **pure** code (see [`crate::purity`]) runs in the warm interpreter with the limits
 //!   armed on the worker itself: the fast path, a few tens of microseconds;
-//! * anything else runs in a `fork()` of the worker: the child arms the limits, runs the
-//!   call, sends its result through a pipe and exits, so any tampering dies with it. The
-//!   fork costs well under a millisecond because the child shares the warm interpreter's
-//!   pages copy-on-write.
+//! * anything else runs in a throw-away `fork()` of the worker (see [`crate::fork`]), so any
+//!   tampering dies with the child.
 //!
 //! A worker exits after a call that hit an interpreter panic or when its memory has grown
 //! too much, telling the parent with `recycle`. It also exits on end-of-file on stdin, which
@@ -16,7 +14,6 @@
 
 use std::{
     io::{BufRead, Write},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     panic::AssertUnwindSafe,
     process::ExitCode,
     time::Instant,
@@ -24,9 +21,10 @@ use std::{
 
 use crate::{
     error::SandboxError,
-    exec::{self, CallValue, CodeCache, Compiled},
+    exec::{self, CallValue, CodeCache},
+    fork::ForkRunner,
     interp::SealedInterpreter,
-    limits::{Death, classify_death, enforce},
+    limits::enforce,
     protocol::{CallResult, Request, WorkerMessage},
 };
 
@@ -34,8 +32,6 @@ use crate::{
 const CODE_CACHE_ENTRIES: usize = 256;
 /// Address-space growth over the freshly sealed worker after which it retires.
 const MAX_GROWTH_BYTES: u64 = 512 << 20;
-/// How much of a forked child's stderr is kept for error messages.
-const CHILD_STDERR_BYTES: usize = 8 << 10;
 
 /// Entry point of a worker process; the companion binary `sgde-sandbox-worker` and the
 /// `sgde` binary's hidden `sandbox-worker` subcommand both just call this.
@@ -65,6 +61,7 @@ pub fn worker_main() -> ExitCode {
     }
 
     let mut cache = CodeCache::new(CODE_CACHE_ENTRIES);
+    let mut forks = ForkRunner::new();
     let mut input = std::io::stdin().lock();
     let mut line = String::new();
     loop {
@@ -84,7 +81,7 @@ pub fn worker_main() -> ExitCode {
                 return ExitCode::from(74);
             }
         };
-        let (result, mut recycle) = serve(&sandbox, &mut cache, &request);
+        let (result, mut recycle) = serve(&sandbox, &mut cache, &mut forks, &line, &request);
         let grown = enforce::address_space_bytes().unwrap_or(0).saturating_sub(baseline);
         recycle |= grown > MAX_GROWTH_BYTES;
         let done = WorkerMessage::Done { id: request.id, result, recycle };
@@ -94,6 +91,8 @@ pub fn worker_main() -> ExitCode {
         if recycle {
             return ExitCode::SUCCESS;
         }
+        // Off the critical path: have the next fork ready if this worker has needed one.
+        forks.prepare(&sandbox, &mut cache);
     }
 }
 
@@ -104,8 +103,15 @@ fn send(out: &mut impl Write, message: &WorkerMessage) -> std::io::Result<()> {
     out.flush()
 }
 
-/// Serves one request; the flag asks for the worker to retire afterwards.
-fn serve(sandbox: &SealedInterpreter, cache: &mut CodeCache, request: &Request) -> (CallResult, bool) {
+/// Serves one request (`line` is its raw form, handed to a fork as is); the flag asks for
+/// the worker to retire afterwards.
+fn serve(
+    sandbox: &SealedInterpreter,
+    cache: &mut CodeCache,
+    forks: &mut ForkRunner,
+    line: &str,
+    request: &Request,
+) -> (CallResult, bool) {
     if let Err(err) = request.limits.validate() {
         return (CallResult::Err(err), false);
     }
@@ -124,13 +130,13 @@ fn serve(sandbox: &SealedInterpreter, cache: &mut CodeCache, request: &Request) 
                 Err(_) => Ok((CallResult::Err(crashed(panic_detail())), true)),
             }
         }
-        Ok(compiled) => Err(compiled),
+        Ok(_) => Err(()),
     };
     let disarmed = enforce::disarm();
     let (result, recycle) = match outcome {
         Ok(done) => done,
         // The fork path arms its own limits in the child.
-        Err(compiled) => (forked(sandbox, &compiled, request), false),
+        Err(()) => (forks.run(sandbox, cache, line.trim_end(), request), false),
     };
     if let Err(err) = disarmed {
         return (CallResult::Err(crashed(format!("cannot disarm limits: {err}"))), true);
@@ -160,174 +166,11 @@ fn install_panic_hook() {
     }));
 }
 
-fn panic_detail() -> String {
+pub(crate) fn panic_detail() -> String {
     let message = LAST_PANIC.with_borrow(|last| last.clone());
     format!("interpreter panic: {}", message.lines().take(3).collect::<Vec<_>>().join(" "))
 }
 
 fn crashed(detail: String) -> SandboxError {
     SandboxError::WorkerCrashed { detail }
-}
-
-/// Runs the call in a forked child and returns its result (or the reason it died).
-fn forked(sandbox: &SealedInterpreter, compiled: &Compiled, request: &Request) -> CallResult {
-    let limits = &request.limits;
-    let (result_read, result_write) = match pipe() {
-        Ok(fds) => fds,
-        Err(err) => return CallResult::Err(crashed(format!("pipe failed: {err}"))),
-    };
-    let (err_read, err_write) = match pipe() {
-        Ok(fds) => fds,
-        Err(err) => return CallResult::Err(crashed(format!("pipe failed: {err}"))),
-    };
-    // SAFETY: the worker is single-threaded, so the child is a consistent copy; the child
-    // only runs the interpreter and leaves with `_exit`, never returning into this frame.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        let err = std::io::Error::last_os_error();
-        return CallResult::Err(crashed(format!("fork failed: {err}")));
-    }
-    if pid == 0 {
-        drop(result_read);
-        drop(err_read);
-        child(sandbox, compiled, request, result_write, err_write);
-    }
-    drop(result_write);
-    drop(err_write);
-    let max = limits.max_response_bytes();
-    let (output, stderr, overflow) = read_child(&result_read, &err_read, max);
-    if overflow {
-        // SAFETY: kill and waitpid on our own child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-    let death = wait(pid);
-    if overflow {
-        return CallResult::Err(SandboxError::OutputTooLarge {
-            stream: crate::error::OutputStream::Value,
-            limit_bytes: limits.output_bytes as u64,
-        });
-    }
-    let stderr = String::from_utf8_lossy(&stderr);
-    match death {
-        Ok(Death { signal: None, code: Some(0) }) => match serde_json::from_slice(&output) {
-            Ok(result) => result,
-            Err(err) => CallResult::Err(SandboxError::Protocol {
-                detail: format!("the forked call sent an unreadable result: {err}"),
-            }),
-        },
-        Ok(death) => CallResult::Err(classify_death(death, &stderr, limits)),
-        Err(err) => CallResult::Err(crashed(format!("waitpid failed: {err}"))),
-    }
-}
-
-/// The forked child: arm limits, run, send, `_exit`.
-fn child(
-    sandbox: &SealedInterpreter,
-    compiled: &Compiled,
-    request: &Request,
-    result_write: OwnedFd,
-    err_write: OwnedFd,
-) -> ! {
-    // SAFETY: dup2 onto stderr and _exit are async-signal-safe and touch only our fds.
-    unsafe {
-        libc::dup2(err_write.as_raw_fd(), 2);
-    }
-    let outcome = enforce::die_with_parent()
-        .and_then(|()| enforce::arm(&request.limits))
-        .map_err(|err| crashed(format!("cannot arm limits in the fork: {err}")))
-        .and_then(|()| {
-            std::panic::catch_unwind(AssertUnwindSafe(|| {
-                exec::run(sandbox, compiled, &request.function, &request.kwargs, &request.limits)
-            }))
-            .unwrap_or_else(|_| Err(crashed(panic_detail())))
-        });
-    let _ = enforce::disarm();
-    let result = into_result(outcome, true);
-    let mut file = std::fs::File::from(result_write);
-    let written =
-        serde_json::to_vec(&result).map_err(std::io::Error::other).and_then(|bytes| file.write_all(&bytes));
-    // SAFETY: leave without running destructors or atexit handlers of the copied process.
-    unsafe { libc::_exit(if written.is_ok() { 0 } else { 1 }) }
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array we pass.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Reads the child's result and stderr pipes until both close. Returns the result bytes, the
-/// stderr tail, and whether the result exceeded `max` (reading then stops).
-fn read_child(result: &OwnedFd, stderr: &OwnedFd, max: usize) -> (Vec<u8>, Vec<u8>, bool) {
-    let mut output = Vec::new();
-    let mut errors = Vec::new();
-    let mut open = [true, true];
-    let mut chunk = [0u8; 16 << 10];
-    while open[0] || open[1] {
-        let mut fds = [
-            libc::pollfd { fd: result.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: stderr.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        for (fd, is_open) in fds.iter_mut().zip(open) {
-            if !is_open {
-                fd.fd = -1;
-            }
-        }
-        // SAFETY: poll reads and writes the array we pass.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if ready < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
-        }
-        for (i, fd) in fds.iter().enumerate() {
-            if !open[i] || fd.revents == 0 {
-                continue;
-            }
-            // SAFETY: read into our stack buffer from a descriptor we own.
-            let n = unsafe { libc::read(fd.fd, chunk.as_mut_ptr().cast(), chunk.len()) };
-            if n <= 0 {
-                open[i] = false;
-                continue;
-            }
-            let bytes = &chunk[..n as usize];
-            if i == 0 {
-                output.extend_from_slice(bytes);
-                if output.len() > max {
-                    return (output, errors, true);
-                }
-            } else {
-                errors.extend_from_slice(bytes);
-                if errors.len() > CHILD_STDERR_BYTES {
-                    errors.drain(..errors.len() - CHILD_STDERR_BYTES);
-                }
-            }
-        }
-    }
-    (output, errors, false)
-}
-
-fn wait(pid: libc::pid_t) -> std::io::Result<Death> {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid on our own child writes the status integer we pass.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-    Ok(if libc::WIFSIGNALED(status) {
-        Death { signal: Some(libc::WTERMSIG(status)), code: None }
-    } else {
-        Death { signal: None, code: Some(libc::WEXITSTATUS(status)) }
-    })
 }
