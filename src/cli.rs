@@ -32,6 +32,12 @@ pub enum Command {
     Schema,
     /// Run a workflow spec once against an OpenAI-compatible endpoint and print the result.
     Run(RunArgs),
+    /// Run the HTTP service (and its background workers).
+    Serve(Box<crate::serve::ServeArgs>),
+    /// Apply database migrations and exit.
+    Migrate(crate::serve::DatabaseArgs),
+    /// Print the OpenAPI document.
+    Openapi,
     /// Internal: a sandbox worker process, started by the service itself.
     #[command(hide = true)]
     SandboxWorker,
@@ -75,6 +81,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run(args).await,
+        Command::Serve(args) => crate::serve::serve(*args).await.map(|()| ExitCode::SUCCESS),
+        Command::Migrate(args) => crate::serve::migrate(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Openapi => {
+            println!("{}", sgde_api::openapi().to_pretty_json()?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::SandboxWorker => Ok(sgde_sandbox::worker_main()),
     }
 }

@@ -4,12 +4,17 @@
 //! crates never read the environment.
 
 mod cli;
+mod serve;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
+    if let Err(e) = load_config_file() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let args = cli::Cli::parse();
     // The worker must not start a tokio runtime or a tracing subscriber: it is a bare
     // request/response loop on its pipes.
@@ -36,4 +41,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `SGDE_CONFIG` names an optional file of `KEY=VALUE` lines (the same names as the environment
+/// variables, `#` comments allowed). Variables already set in the environment win.
+fn load_config_file() -> Result<(), String> {
+    let Ok(path) = std::env::var("SGDE_CONFIG") else { return Ok(()) };
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read SGDE_CONFIG file {path}: {e}"))?;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!("{path}:{}: expected KEY=VALUE", n + 1));
+        };
+        let key = key.trim();
+        if !key.starts_with("SGDE_") {
+            return Err(format!("{path}:{}: `{key}` is not an sgde setting (they start with SGDE_)", n + 1));
+        }
+        if std::env::var_os(key).is_none() {
+            // SAFETY: called at the very start of main, before any thread is spawned.
+            unsafe { std::env::set_var(key, value.trim().trim_matches('"')) };
+        }
+    }
+    Ok(())
 }

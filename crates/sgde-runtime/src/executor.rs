@@ -117,13 +117,9 @@ impl Runtime {
     ) -> RunReport {
         let started = Instant::now();
         let errors: Vec<String> = workflow
-            .input_validator
-            .iter_errors(&inputs)
-            .take(10)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                if at.is_empty() { e.to_string() } else { format!("{at}: {e}") }
-            })
+            .input_errors(&inputs)
+            .into_iter()
+            .map(|(at, e)| if at.is_empty() { e } else { format!("{at}: {e}") })
             .collect();
         if !errors.is_empty() {
             return RunReport {

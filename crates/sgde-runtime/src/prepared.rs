@@ -113,6 +113,15 @@ impl PreparedWorkflow {
         &self.spec
     }
 
+    /// Every way `inputs` breaks the input schema, as (JSON pointer, message); empty if valid.
+    pub fn input_errors(&self, inputs: &Value) -> Vec<(String, String)> {
+        self.input_validator
+            .iter_errors(inputs)
+            .take(10)
+            .map(|e| (e.instance_path().to_string(), e.to_string()))
+            .collect()
+    }
+
     /// The version's content hash (`sha256:…`).
     pub fn content_hash(&self) -> &str {
         &self.hash

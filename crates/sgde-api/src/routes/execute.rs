@@ -1,0 +1,179 @@
+//! `POST /v1/workflows/{name}/execute`: run a version now and answer with its output.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sgde_store::{ExecutionMode, ExecutionUsage, NewExecution, Scope, VersionSelector};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::exec;
+use crate::extract::ApiJson;
+use crate::idempotency::idempotent;
+use crate::problem::{ApiError, FieldError, Problem};
+use crate::routes::version_ref;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(execute))
+}
+
+/// Inputs and which version to run.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    /// The workflow's inputs; validated against its input schema.
+    #[schema(value_type = Object)]
+    pub inputs: Value,
+    /// A version number, id or `latest`. Without `version` or `label`: the `production` label,
+    /// else the latest version.
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Return the full trace in the answer (it is stored in the execution log either way).
+    #[serde(default)]
+    pub trace: bool,
+    /// Deadline for this run in milliseconds (capped by the service's).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+}
+
+/// Which version ran.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionUsed {
+    pub id: Uuid,
+    pub number: i32,
+    /// How it was chosen: `version`, `label` or `default`.
+    pub chosen_by: String,
+}
+
+/// A successful run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecuteResponse {
+    pub execution_id: Uuid,
+    #[schema(value_type = Object)]
+    pub output: Value,
+    pub version: VersionUsed,
+    pub usage: ExecutionUsage,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub trace: Option<Value>,
+}
+
+/// Picks the version selector and says how it was chosen.
+pub(crate) fn selector(
+    version: Option<&str>,
+    label: Option<&str>,
+) -> Result<(VersionSelector, &'static str), ApiError> {
+    match (version, label) {
+        (Some(_), Some(_)) => Err(ApiError::invalid("/label", "give `version` or `label`, not both")),
+        (Some(v), None) => Ok((version_ref(v), "version")),
+        (None, Some(l)) => Ok((VersionSelector::Label(l.to_owned()), "label")),
+        (None, None) => Ok((VersionSelector::Default, "default")),
+    }
+}
+
+/// The inputs' schema violations as field errors under `/inputs`, if any.
+pub(crate) fn input_errors(
+    prepared: &sgde_runtime::PreparedWorkflow,
+    inputs: &Value,
+) -> Option<Vec<FieldError>> {
+    let errors = prepared.input_errors(inputs);
+    if errors.is_empty() {
+        return None;
+    }
+    Some(
+        errors
+            .into_iter()
+            .map(|(pointer, message)| FieldError { pointer: format!("/inputs{pointer}"), message })
+            .collect(),
+    )
+}
+
+pub(crate) fn check_inputs(inputs: &Value) -> Result<(), ApiError> {
+    if inputs.is_object() { Ok(()) } else { Err(ApiError::invalid("/inputs", "must be a JSON object")) }
+}
+
+/// Run a workflow version and wait for its output.
+#[utoipa::path(post, path = "/v1/workflows/{name}/execute", tag = "execute", request_body = ExecuteRequest,
+    params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = ExecuteResponse),
+        (status = 404, body = Problem, description = "Unknown workflow, version or label"),
+        (status = 422, body = Problem, description = "Invalid inputs, or the run failed (the problem names the node and the execution)")),
+    security(("bearer" = [])))]
+async fn execute(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: ApiJson<ExecuteRequest>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::Execute)?;
+    let route = format!("POST /v1/workflows/{name}/execute");
+    idempotent(&state, &principal, &headers, &route, &body.raw, || run(&state, &name, &body.value)).await
+}
+
+async fn run(state: &AppState, name: &str, request: &ExecuteRequest) -> Result<Response, ApiError> {
+    check_inputs(&request.inputs)?;
+    let (selector, chosen_by) = selector(request.version.as_deref(), request.label.as_deref())?;
+    let (workflow, version) = state.store().resolve_version(name, &selector).await?;
+    let prepared = state.prepared(&version)?;
+    // Nothing runs on bad inputs: a bad request, not an execution.
+    if let Some(errors) = input_errors(&prepared, &request.inputs) {
+        return Err(ApiError::Invalid {
+            detail: "the inputs do not match the workflow's input schema".into(),
+            errors,
+        });
+    }
+    let started_at = Utc::now();
+    let deadline = request.deadline_ms.map(Duration::from_millis);
+    let report = exec::run(state, &workflow.name, &prepared, request.inputs.clone(), deadline).await;
+    let outcome = exec::outcome(&report);
+    let execution = state
+        .store()
+        .insert_execution(NewExecution {
+            id: Uuid::now_v7(),
+            workflow_id: workflow.id,
+            version_id: version.id,
+            mode: ExecutionMode::Sync,
+            inputs: request.inputs.clone(),
+            route: Some(json!({"chosen_by": chosen_by})),
+            outcome: Some(outcome.clone()),
+            started_at: Some(started_at),
+        })
+        .await?;
+    match report.result {
+        Ok(output) => Ok((
+            StatusCode::OK,
+            Json(ExecuteResponse {
+                execution_id: execution.id,
+                output,
+                version: VersionUsed {
+                    id: version.id,
+                    number: version.number,
+                    chosen_by: chosen_by.to_owned(),
+                },
+                usage: outcome.usage,
+                latency_ms: report.elapsed.as_secs_f64() * 1000.0,
+                trace: if request.trace { outcome.trace } else { None },
+            }),
+        )
+            .into_response()),
+        Err(e) => Err(ApiError::RunFailed {
+            code: e.code().to_owned(),
+            detail: e.to_string(),
+            execution_id: Some(execution.id),
+        }),
+    }
+}

@@ -1,0 +1,152 @@
+//! The state every handler shares: the store, the runtime and the service settings.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use sgde_runtime::{PreparedWorkflow, Runtime};
+use sgde_sandbox::Sandbox;
+use sgde_store::{Store, Version};
+use uuid::Uuid;
+
+use crate::models::StoreModels;
+use crate::problem::ApiError;
+
+/// Settings of the HTTP service, parsed by the binary.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest accepted request body.
+    pub body_limit: usize,
+    /// Longest a request may take (synchronous executes included).
+    pub request_timeout: Duration,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Duration,
+    /// Attempts of an async run's job (re-claims after a crashed worker count).
+    pub run_max_attempts: u32,
+    /// Lease of a claimed job; a job whose worker died is picked up again after it.
+    pub job_lease: Duration,
+    /// Async runs one replica executes at once.
+    pub worker_concurrency: usize,
+    /// How often an idle worker looks for queued jobs.
+    pub poll_interval: Duration,
+    /// Secret for signing completion webhooks (HMAC-SHA256); webhooks are unsigned without it.
+    pub webhook_secret: Option<String>,
+    /// Attempts to deliver one webhook.
+    pub webhook_max_attempts: u32,
+    /// Name of this replica in job leases.
+    pub instance_id: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: 2 * 1024 * 1024,
+            request_timeout: Duration::from_secs(300),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            run_max_attempts: 5,
+            job_lease: Duration::from_secs(30),
+            worker_concurrency: 16,
+            poll_interval: Duration::from_millis(200),
+            webhook_secret: None,
+            webhook_max_attempts: 8,
+            instance_id: format!("sgde-{}", Uuid::new_v4().simple()),
+        }
+    }
+}
+
+/// Shared by every handler and worker; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    models: Arc<StoreModels>,
+    runtime: Runtime,
+    sandbox: Sandbox,
+    config: ApiConfig,
+    prepared: Mutex<LruCache<Uuid, Arc<PreparedWorkflow>>>,
+    started: Instant,
+    /// Wakes this replica's workers when a run is submitted here.
+    run_submitted: tokio::sync::Notify,
+}
+
+/// Prepared versions kept in memory; versions are immutable, so entries never go stale.
+const PREPARED_CACHE: usize = 512;
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        models: Arc<StoreModels>,
+        runtime: Runtime,
+        sandbox: Sandbox,
+        config: ApiConfig,
+    ) -> Self {
+        let capacity = NonZeroUsize::new(PREPARED_CACHE).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                models,
+                runtime,
+                sandbox,
+                config,
+                prepared: Mutex::new(LruCache::new(capacity)),
+                started: Instant::now(),
+                run_submitted: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.inner.store.as_ref()
+    }
+
+    pub fn store_arc(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.inner.store)
+    }
+
+    pub fn models(&self) -> &StoreModels {
+        &self.inner.models
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.inner.sandbox
+    }
+
+    pub fn config(&self) -> &ApiConfig {
+        &self.inner.config
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    pub fn run_submitted(&self) -> &tokio::sync::Notify {
+        &self.inner.run_submitted
+    }
+
+    /// The prepared form of a version, compiled once per process.
+    pub fn prepared(&self, version: &Version) -> Result<Arc<PreparedWorkflow>, ApiError> {
+        if let Some(p) = self.inner.prepared.lock().unwrap_or_else(PoisonError::into_inner).get(&version.id) {
+            return Ok(Arc::clone(p));
+        }
+        let spec = sgde_workflow::WorkflowSpec::from_value(version.spec.clone()).map_err(|e| {
+            ApiError::internal(anyhow::anyhow!("stored version {} no longer validates: {e}", version.id))
+        })?;
+        let prepared = Arc::new(PreparedWorkflow::new(spec).map_err(|e| {
+            ApiError::internal(anyhow::anyhow!("version {} does not prepare: {e}", version.id))
+        })?);
+        self.inner
+            .prepared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .put(version.id, Arc::clone(&prepared));
+        Ok(prepared)
+    }
+}
