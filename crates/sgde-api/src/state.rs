@@ -85,6 +85,8 @@ impl AppState {
         config: ApiConfig,
     ) -> Self {
         let capacity = NonZeroUsize::new(PREPARED_CACHE).unwrap_or(NonZeroUsize::MIN);
+        // Before any handler or worker records: metrics recorded without a recorder are lost.
+        crate::metrics::handle();
         Self {
             inner: Arc::new(Inner {
                 store,

@@ -1,7 +1,7 @@
 //! `/v1/executions`: the execution log, filtered and paged, each entry with its trace.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sgde_store::{Execution, ExecutionFilter, ExecutionMode, ExecutionStatus, Scope};
@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;
+use crate::extract::{ApiPath as Path, ApiQuery as Query};
 use crate::problem::{ApiError, Problem};
 use crate::routes::{PageQuery, Paged};
 use crate::state::AppState;

@@ -2,7 +2,7 @@
 //! the history of every move.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use sgde_store::{Label, LabelEvent, LabelMove, Scope};
 use utoipa::ToSchema;
@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Principal;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath as Path, ApiQuery as Query};
 use crate::problem::{ApiError, Problem};
 use crate::routes::workflows::check_name;
 use crate::routes::{Items, PageQuery, Paged, version_ref};

@@ -2,7 +2,7 @@
 //! polled by id, optionally announced by a signed webhook.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Principal;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath as Path};
 use crate::idempotency::idempotent;
 use crate::problem::{ApiError, Problem};
 use crate::routes::execute::{check_inputs, input_errors, selector};

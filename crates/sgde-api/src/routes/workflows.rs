@@ -1,7 +1,7 @@
 //! `/v1/workflows`: workflows and their immutable, content-addressed versions.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Principal;
 use crate::diff::{SpecDiff, diff};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath as Path, ApiQuery as Query};
 use crate::idempotency::idempotent;
 use crate::problem::{ApiError, Problem};
 use crate::routes::{PageQuery, Paged, version_ref};
