@@ -61,6 +61,11 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     if too_deep(raw) {
         return Err(ApiError::MalformedJson(format!("nested deeper than {MAX_DEPTH} levels")));
     }
+    // Syntax first: deserialising into a type stops at the first wrong type, so `[1,]` would
+    // otherwise be reported as a wrong type rather than as the malformed JSON it is.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(raw) {
+        return Err(ApiError::MalformedJson(e.to_string()));
+    }
     let mut de = serde_json::Deserializer::from_slice(raw);
     let result = serde_path_to_error::deserialize(&mut de).map(|v| (v, de.end()));
     match result {

@@ -193,6 +193,11 @@ impl IntoResponse for ApiError {
         if let ApiError::Unauthorized = self {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let ApiError::PayloadTooLarge { .. } = self {
+            // The rest of the body is left unread, so the server closes the connection; say so,
+            // or a keep-alive client sends its next request into a closed socket.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
