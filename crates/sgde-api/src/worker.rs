@@ -48,6 +48,8 @@ pub async fn run_workers(state: AppState, shutdown: CancellationToken, grace: Du
     let slots = Arc::new(Semaphore::new(config.worker_concurrency.max(1)));
     let tracker = TaskTracker::new();
     let mut last_reap = tokio::time::Instant::now() - REAP_EVERY;
+    // Running jobs are stopped when the grace period is over, not when shutdown begins.
+    let abort = CancellationToken::new();
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&slots).acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
@@ -60,7 +62,7 @@ pub async fn run_workers(state: AppState, shutdown: CancellationToken, grace: Du
         match state.store().claim(&KINDS, &config.instance_id, config.job_lease).await {
             Ok(Some(job)) => {
                 let state = state.clone();
-                let stop = shutdown.child_token();
+                let stop = abort.child_token();
                 tracker.spawn(async move {
                     let _permit = permit;
                     process_one(&state, job, stop).await;
@@ -87,6 +89,8 @@ pub async fn run_workers(state: AppState, shutdown: CancellationToken, grace: Du
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("jobs still running after the grace period; releasing their leases");
+        abort.cancel();
+        tracker.wait().await;
     }
     match state.store().release_leases(&config.instance_id).await {
         Ok(0) => {}
