@@ -13,7 +13,8 @@ use sgde_sandbox::{CallRequest, Sandbox, SandboxConfig, WorkerCommand};
 
 const SMALL: &str = "def run(a, b):\n    return a * b + 1\n";
 const TYPICAL: &str = "import math\nfrom fractions import Fraction\n\ndef run(items, rate):\n    total = sum(Fraction(x) for x in items)\n    return {'total': float(total), 'with_rate': math.floor(float(total) * rate)}\n";
-const FORKED: &str = "import decimal\n\ndef run(a, b):\n    return str(decimal.Decimal(a) / decimal.Decimal(b))\n";
+const FORKED: &str =
+    "import decimal\n\ndef run(a, b):\n    return str(decimal.Decimal(a) / decimal.Decimal(b))\n";
 
 fn config(workers: usize) -> SandboxConfig {
     let worker = WorkerCommand::new(env!("CARGO_BIN_EXE_sgde-sandbox-worker"), Vec::<String>::new());
@@ -31,11 +32,7 @@ fn args(value: Value) -> Map<String, Value> {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
 
 fn percentiles(label: &str, mut samples: Vec<Duration>) {

@@ -2,16 +2,16 @@
 //!
 //! Code that could reach shared interpreter state (see [`crate::purity`]) must not run in the
 //! worker's own interpreter, or its tampering would reach the next call. A `fork()` gives a
-//! copy-on-write copy of the warm, preloaded interpreter for the price of copying page tables
-//! and the pages the call writes; the copy is discarded afterwards.
+//! copy-on-write copy of the warm, preloaded interpreter; the child arms the limits, runs
+//! the call, writes its result to a pipe, closes its pipes and exits. The worker answers as
+//! soon as the pipes close and reaps the child later, so the child's teardown is off the
+//! critical path.
 //!
-//! To keep that price off the critical path the worker keeps one **spare** child ready: it
-//! was forked after the previous answer, has run a small pure warm-up call (so the pages
-//! every call writes, frames, allocator arenas and common type objects, are already its own)
-//! and is blocked reading its request pipe. A call hands its request line to the spare,
-//! which arms the limits, runs, writes its result, closes its pipes and exits; the worker
-//! answers as soon as the pipes close and reaps the child later. The first forked call of a
-//! worker forks synchronously; a worker that never sees impure code never forks.
+//! The price is copying page tables and every page either process writes while they share
+//! memory (reference counts make that most pages a call touches): about a millisecond on
+//! the development machine, against tens of microseconds on the fast path. Keeping a
+//! pre-forked spare child was measured and rejected: while a spare exists the *worker*
+//! pays a copy for every page it writes, which made calls slower, not faster.
 //!
 //! The child's stderr is a pipe to the worker, so an abort message (out of memory) or a
 //! panic message is read back into the error.
@@ -21,8 +21,6 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     panic::AssertUnwindSafe,
 };
-
-use serde_json::Map;
 
 use crate::{
     error::{OutputStream, SandboxError},
@@ -35,81 +33,35 @@ use crate::{
 /// How much of a child's stderr is kept for error messages.
 const CHILD_STDERR_BYTES: usize = 8 << 10;
 
-/// Pure code run by each spare before it waits for its request, touching what every call
-/// touches.
-const WARM_UP: &str = "def run(a, b, s):\n    d = {'k': [a, b, (a, b)], 's': s.upper() + str(a)}\n    print(f'{a}:{b}', d)\n    return {'sum': sum(d['k'][:2]), 'len': len(d['s']), 'ok': a < b}\n";
-
-/// A forked child waiting for its request.
-struct Spare {
-    pid: libc::pid_t,
-    request: OwnedFd,
-    result: OwnedFd,
-    stderr: OwnedFd,
-}
-
-/// Runs calls in forks of the worker, keeping one spare ready.
+/// Runs calls in forks of the worker.
 pub(crate) struct ForkRunner {
-    spare: Option<Spare>,
     /// Children that answered and are exiting; reaped without blocking.
     exiting: Vec<libc::pid_t>,
-    /// Whether any call needed a fork yet (a worker that only sees pure code never forks).
-    used: bool,
 }
 
 impl ForkRunner {
     pub fn new() -> Self {
-        Self { spare: None, exiting: Vec::new(), used: false }
+        Self { exiting: Vec::new() }
     }
 
-    /// Runs `request` (whose raw line is `line`) in a fork and returns its result.
+    /// Runs `request` in a fork and returns its result.
     pub fn run(
         &mut self,
         sandbox: &SealedInterpreter,
         cache: &mut CodeCache,
-        line: &str,
         request: &Request,
     ) -> CallResult {
         self.reap_exited();
-        self.used = true;
-        let mut spare = match self.spare.take() {
-            Some(spare) => spare,
-            None => match fork_spare(sandbox, cache) {
-                Ok(spare) => spare,
-                Err(err) => return CallResult::Err(crashed(format!("fork failed: {err}"))),
-            },
+        let child = match fork_call(sandbox, cache, request) {
+            Ok(child) => child,
+            Err(err) => return CallResult::Err(crashed(format!("fork failed: {err}"))),
         };
-        if let Err(err) = send(&spare.request, line) {
-            // The spare died while waiting (killed from outside); use a fresh one.
-            kill(spare.pid);
-            self.exiting.push(spare.pid);
-            spare = match fork_spare(sandbox, cache) {
-                Ok(spare) => spare,
-                Err(fork_err) => {
-                    return CallResult::Err(crashed(format!("fork failed: {fork_err} ({err})")));
-                }
-            };
-            if let Err(err) = send(&spare.request, line) {
-                kill(spare.pid);
-                self.exiting.push(spare.pid);
-                return CallResult::Err(crashed(format!("cannot reach the forked call: {err}")));
-            }
-        }
-        self.collect(spare, &request.limits)
-    }
-
-    /// Forks the next spare if forks are in use and there is none. Called after an answer
-    /// has been sent.
-    pub fn prepare(&mut self, sandbox: &SealedInterpreter, cache: &mut CodeCache) {
-        self.reap_exited();
-        if self.used && self.spare.is_none() {
-            self.spare = fork_spare(sandbox, cache).ok();
-        }
+        self.collect(child, &request.limits)
     }
 
     /// Reads the child's answer, or reads its death back as an error.
-    fn collect(&mut self, spare: Spare, limits: &Limits) -> CallResult {
-        let Spare { pid, request, result, stderr } = spare;
-        drop(request);
+    fn collect(&mut self, child: Child, limits: &Limits) -> CallResult {
+        let Child { pid, result, stderr } = child;
         let (output, errors, overflow) = read_child(&result, &stderr, limits.max_response_bytes());
         if overflow {
             kill(pid);
@@ -136,9 +88,17 @@ impl ForkRunner {
         }
     }
 
-    fn reap_exited(&mut self) {
+    /// Reaps children that have finished exiting; called between calls.
+    pub fn reap_exited(&mut self) {
         self.exiting.retain(|&pid| matches!(wait(pid, libc::WNOHANG), Ok(None)));
     }
+}
+
+/// A forked call, seen from the worker.
+struct Child {
+    pid: libc::pid_t,
+    result: OwnedFd,
+    stderr: OwnedFd,
 }
 
 fn crashed(detail: String) -> SandboxError {
@@ -150,35 +110,32 @@ fn kill(pid: libc::pid_t) {
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
-fn send(fd: &OwnedFd, line: &str) -> std::io::Result<()> {
-    let mut file = std::fs::File::from(fd.try_clone()?);
-    file.write_all(line.as_bytes())?;
-    file.write_all(b"\n")
-}
-
-/// Forks a spare: the child warms up and waits; the parent gets its pipes.
-fn fork_spare(sandbox: &SealedInterpreter, cache: &mut CodeCache) -> std::io::Result<Spare> {
-    let (request_read, request_write) = pipe()?;
+/// Forks a child that runs `request`; the parent gets the child's pipes.
+fn fork_call(
+    sandbox: &SealedInterpreter,
+    cache: &mut CodeCache,
+    request: &Request,
+) -> std::io::Result<Child> {
     let (result_read, result_write) = pipe()?;
     let (stderr_read, stderr_write) = pipe()?;
     // SAFETY: the worker is single-threaded, so the child is a consistent copy; the child
-    // never returns from `spare_main`.
+    // never returns from `child_main`.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(std::io::Error::last_os_error());
     }
     if pid == 0 {
-        drop((request_write, result_read, stderr_read));
-        spare_main(sandbox, cache, request_read, result_write, stderr_write);
+        drop((result_read, stderr_read));
+        child_main(sandbox, cache, request, result_write, stderr_write);
     }
-    Ok(Spare { pid, request: request_write, result: result_read, stderr: stderr_read })
+    Ok(Child { pid, result: result_read, stderr: stderr_read })
 }
 
-/// The spare child: warm up, wait for one request, run it, answer, exit.
-fn spare_main(
+/// The child: run the request, answer, exit.
+fn child_main(
     sandbox: &SealedInterpreter,
     cache: &mut CodeCache,
-    request: OwnedFd,
+    request: &Request,
     result: OwnedFd,
     stderr: OwnedFd,
 ) -> ! {
@@ -194,40 +151,16 @@ fn spare_main(
     if enforce::die_with_parent().is_err() {
         exit(1);
     }
-    warm_up(sandbox, cache);
-
-    let mut line = String::new();
-    let read = std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(std::fs::File::from(request)),
-        &mut line,
-    );
-    if !matches!(read, Ok(n) if n > 0) {
-        // The worker discarded this spare (it is exiting).
-        exit(0);
-    }
-    let answer = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => run_request(sandbox, cache, &request),
-        Err(err) => CallResult::Err(SandboxError::Protocol {
-            detail: format!("the forked call got an unreadable request: {err}"),
-        }),
-    };
+    let answer = run_request(sandbox, cache, request);
     let mut out = std::fs::File::from(result);
-    let written = serde_json::to_vec(&answer)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| out.write_all(&bytes));
+    let written =
+        serde_json::to_vec(&answer).map_err(std::io::Error::other).and_then(|bytes| out.write_all(&bytes));
     // Close both pipes before exiting, so the worker can answer while this process tears
     // down its copy of the address space.
     drop(out);
     // SAFETY: closing our own stderr descriptor.
     unsafe { libc::close(2) };
     exit(if written.is_ok() { 0 } else { 1 })
-}
-
-fn warm_up(sandbox: &SealedInterpreter, cache: &mut CodeCache) {
-    let Ok(compiled) = cache.get_or_compile(sandbox, WARM_UP) else { return };
-    let args = serde_json::json!({"a": 1, "b": 2, "s": "warm"});
-    let kwargs = args.as_object().cloned().unwrap_or_else(Map::new);
-    let _ = exec::run(sandbox, &compiled, "run", &kwargs, &Limits::default());
 }
 
 fn run_request(sandbox: &SealedInterpreter, cache: &mut CodeCache, request: &Request) -> CallResult {

@@ -47,8 +47,7 @@
 //!   start it): spawning, the wall-clock limit, reading a death back as an error.
 //! * `protocol.rs`: the JSON-lines messages and bounded line reading.
 //! * `worker.rs`: [`worker_main`], the worker's request loop.
-//! * `fork.rs`: running a call in a throw-away fork of the warm interpreter (with a spare
-//!   child kept ready).
+//! * `fork.rs`: running a call in a throw-away fork of the warm interpreter.
 //! * `interp.rs`: building the sealed interpreter (registration filter, preload, import
 //!   guard, `print` capture).
 //! * `exec.rs`: compiling (with a per-worker code cache) and running one call.

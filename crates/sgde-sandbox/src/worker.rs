@@ -81,7 +81,7 @@ pub fn worker_main() -> ExitCode {
                 return ExitCode::from(74);
             }
         };
-        let (result, mut recycle) = serve(&sandbox, &mut cache, &mut forks, &line, &request);
+        let (result, mut recycle) = serve(&sandbox, &mut cache, &mut forks, &request);
         let grown = enforce::address_space_bytes().unwrap_or(0).saturating_sub(baseline);
         recycle |= grown > MAX_GROWTH_BYTES;
         let done = WorkerMessage::Done { id: request.id, result, recycle };
@@ -91,8 +91,7 @@ pub fn worker_main() -> ExitCode {
         if recycle {
             return ExitCode::SUCCESS;
         }
-        // Off the critical path: have the next fork ready if this worker has needed one.
-        forks.prepare(&sandbox, &mut cache);
+        forks.reap_exited();
     }
 }
 
@@ -103,13 +102,11 @@ fn send(out: &mut impl Write, message: &WorkerMessage) -> std::io::Result<()> {
     out.flush()
 }
 
-/// Serves one request (`line` is its raw form, handed to a fork as is); the flag asks for
-/// the worker to retire afterwards.
+/// Serves one request; the flag asks for the worker to retire afterwards.
 fn serve(
     sandbox: &SealedInterpreter,
     cache: &mut CodeCache,
     forks: &mut ForkRunner,
-    line: &str,
     request: &Request,
 ) -> (CallResult, bool) {
     if let Err(err) = request.limits.validate() {
@@ -136,7 +133,7 @@ fn serve(
     let (result, recycle) = match outcome {
         Ok(done) => done,
         // The fork path arms its own limits in the child.
-        Err(()) => (forks.run(sandbox, cache, line.trim_end(), request), false),
+        Err(()) => (forks.run(sandbox, cache, request), false),
     };
     if let Err(err) = disarmed {
         return (CallResult::Err(crashed(format!("cannot disarm limits: {err}"))), true);
