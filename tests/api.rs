@@ -175,7 +175,12 @@ async fn workflows_are_created_listed_and_deleted() {
     assert_eq!(got["latest_version"], 1);
     admin.get("/v1/workflows/nope").await.problem(404, "not_found");
 
+    let executed =
+        admin.post("/v1/workflows/echo/execute", &json!({"inputs": {"question": "q"}})).await.expect(200);
     assert_eq!(admin.delete("/v1/workflows/echo").await.status, 204);
+    // Its executions stay in the log.
+    let kept = admin.get(&format!("/v1/executions/{}", executed["execution_id"].as_str().unwrap())).await;
+    assert_eq!(kept.expect(200)["output"], "echo: q");
     admin.get("/v1/workflows/echo").await.problem(404, "not_found");
     admin.get("/v1/workflows/echo/versions").await.problem(404, "not_found");
     admin.delete("/v1/workflows/echo").await.problem(404, "not_found");
@@ -439,6 +444,7 @@ async fn labels_move_and_keep_their_history() {
 async fn execute_picks_the_version_and_records_the_execution() {
     let fake = FakeOpenAi::builder()
         .rule(Rule::any().user("unparsable").reply("there is no number in this reply"))
+        .rule(Rule::any().user("sleepy").delay(std::time::Duration::from_secs(30)).reply("late"))
         .start()
         .await
         .unwrap();
@@ -533,6 +539,11 @@ async fn execute_picks_the_version_and_records_the_execution() {
     let ok =
         admin.post("/v1/workflows/numeric/execute", &json!({"inputs": {"question": "7"}})).await.expect(200);
     assert_eq!(ok["output"], 7);
+    // A run past its own deadline fails with `deadline_exceeded`, and is logged too.
+    let r = run(json!({"inputs": {"question": "sleepy"}, "deadline_ms": 300})).await;
+    r.problem(422, "deadline_exceeded");
+    let late = admin.get(&format!("/v1/executions/{}", r.body["execution_id"].as_str().unwrap())).await;
+    assert_eq!(late.expect(200)["error"]["code"], "deadline_exceeded");
     h.finish().await;
 }
 

@@ -186,8 +186,14 @@ fn nested(depth: usize, open: &str, close: &str) -> String {
 #[tokio::test]
 async fn bad_input_is_a_clear_problem_and_never_hurts_the_service() {
     const LIMIT: usize = 64 * 1024;
-    let config = ServiceConfig::default().env("SGDE_BODY_LIMIT_BYTES", LIMIT);
-    let h = Harness::with(sgde_testkit::FakeOpenAi::start().await.unwrap(), config).await;
+    let config =
+        ServiceConfig::default().env("SGDE_BODY_LIMIT_BYTES", LIMIT).env("SGDE_REQUEST_TIMEOUT_SECS", 3);
+    let fake = sgde_testkit::FakeOpenAi::builder()
+        .rule(sgde_testkit::Rule::any().user("sleepy").delay(Duration::from_secs(60)).reply("late"))
+        .start()
+        .await
+        .unwrap();
+    let h = Harness::with(fake, config).await;
     let admin = h.admin();
     h.workflow("echo", &echo_spec()).await;
     let json_ct = "application/json";
@@ -339,6 +345,10 @@ async fn bad_input_is_a_clear_problem_and_never_hurts_the_service() {
         .await;
     assert_eq!(r.pointers(), ["/headers/Idempotency-Key"]);
     refused(&h, r, 422, "invalid_request").await;
+
+    // A request that outlives the service's request timeout: 504, a problem like any other.
+    let r = admin.post("/v1/workflows/echo/execute", &json!({"inputs": {"question": "sleepy"}})).await;
+    refused(&h, r, 504, "timeout").await;
 
     // After all that, real work still works.
     let out = admin.post("/v1/workflows/echo/execute", &json!({"inputs": {"question": "still here"}})).await;
