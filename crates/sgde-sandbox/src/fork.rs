@@ -28,6 +28,7 @@ use crate::{
     interp::SealedInterpreter,
     limits::{Death, Limits, classify_death, enforce},
     protocol::{CallResult, Request},
+    seccomp,
 };
 
 /// How much of a child's stderr is kept for error messages.
@@ -64,7 +65,8 @@ impl ForkRunner {
         let Child { pid, result, stderr } = child;
         let (output, errors, overflow) = read_child(&result, &stderr, limits.max_response_bytes());
         if overflow {
-            kill(pid);
+            // Dropping our read end makes the child's next write fail, and it exits.
+            drop(result);
             self.exiting.push(pid);
             return CallResult::Err(SandboxError::OutputTooLarge {
                 stream: OutputStream::Value,
@@ -105,11 +107,6 @@ fn crashed(detail: String) -> SandboxError {
     SandboxError::WorkerCrashed { detail }
 }
 
-fn kill(pid: libc::pid_t) {
-    // SAFETY: kill on our own un-reaped child has no memory effects.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-}
-
 /// Forks a child that runs `request`; the parent gets the child's pipes.
 fn fork_call(
     sandbox: &SealedInterpreter,
@@ -148,7 +145,7 @@ fn child_main(
         libc::close(1);
     }
     drop(stderr);
-    if enforce::die_with_parent().is_err() {
+    if enforce::die_with_parent().is_err() || seccomp::restrict_fork().is_err() {
         exit(1);
     }
     let answer = run_request(sandbox, cache, request);

@@ -19,7 +19,7 @@ use std::{cell::RefCell, collections::HashSet, rc::Rc};
 
 use rustpython_vm::{
     AsObject, Interpreter, PyObjectRef, PyResult, Settings, VirtualMachine,
-    builtins::{PyBaseExceptionRef, PyDict, PyDictRef, PyStrRef, PyTypeRef},
+    builtins::{PyBaseExceptionRef, PyDictRef, PyStrRef, PyTypeRef},
     common::rc::PyRc,
     function::FuncArgs,
     scope::Scope,
@@ -147,9 +147,11 @@ fn install_random_stub(vm: &VirtualMachine) -> PyResult<()> {
 }
 
 /// Builds the `__import__` replacement. User code may import [`USER_MODULES`]; a module of
-/// the sealed standard library importing lazily (its globals are that module's own
-/// `__dict__`) may import anything registered. What is registered is the real boundary; this
-/// guard keeps the step's view to the documented allow-list.
+/// the sealed standard library importing lazily may import anything registered. "Who is
+/// importing" is read from the calling frame's globals, not from the `globals` argument a
+/// caller could forge: a module's own functions run with that module's `__dict__` as
+/// globals, a step with its fresh dict. What is registered is the real boundary; this guard
+/// keeps the step's view to the documented allow-list.
 fn import_guard(vm: &VirtualMachine, original: PyObjectRef) -> PyObjectRef {
     vm.new_function("__import__", move |args: FuncArgs, vm: &VirtualMachine| -> PyResult {
         let name: PyStrRef = args
@@ -158,12 +160,11 @@ fn import_guard(vm: &VirtualMachine, original: PyObjectRef) -> PyObjectRef {
             .cloned()
             .ok_or_else(|| vm.new_type_error("__import__() missing required argument 'name'"))?
             .try_into_value(vm)?;
-        let globals = args.args.get(1).cloned().or_else(|| args.kwargs.get("globals").cloned());
         let level = match args.args.get(4).or_else(|| args.kwargs.get("level")) {
             Some(level) => level.try_to_value::<usize>(vm)?,
             None => 0,
         };
-        let trusted = globals.as_ref().is_some_and(|g| is_stdlib_globals(g, vm));
+        let trusted = vm.current_frame().is_some_and(|frame| is_stdlib_globals(&frame.globals, vm));
         if !trusted {
             let requested = name.to_string_lossy();
             let requested = requested.as_ref();
@@ -187,12 +188,9 @@ fn import_guard(vm: &VirtualMachine, original: PyObjectRef) -> PyObjectRef {
     .into()
 }
 
-/// Whether `globals` is the `__dict__` of a loaded module (i.e. the import comes from the
+/// Whether `globals` is the `__dict__` of a loaded module (the import comes from the
 /// standard library, not from a step, whose globals are a fresh dict).
-fn is_stdlib_globals(globals: &PyObjectRef, vm: &VirtualMachine) -> bool {
-    let Some(globals) = globals.downcast_ref::<PyDict>() else {
-        return false;
-    };
+fn is_stdlib_globals(globals: &PyDictRef, vm: &VirtualMachine) -> bool {
     let Ok(Some(name)) = globals.get_item_opt("__name__", vm) else {
         return false;
     };

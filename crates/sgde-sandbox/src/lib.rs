@@ -37,7 +37,9 @@
 //!   (dunders, attribute stores, classes, `decimal`, ...; see `purity.rs`) runs in a
 //!   copy-on-write fork that is discarded afterwards, so tampering never reaches the next call.
 //! * Workers get an empty environment, `/` as working directory, no core files, no file
-//!   writes (`RLIMIT_FSIZE=0`) and are not dumpable.
+//!   writes (`RLIMIT_FSIZE=0`), are not dumpable, and run under a seccomp filter that
+//!   refuses every system call serving does not need (no `open`, `socket`, `execve`,
+//!   `kill`), in case a bug in the interpreter ever gives Python code native execution.
 //!
 //! # Layout
 //!
@@ -53,6 +55,7 @@
 //! * `exec.rs`: compiling (with a per-worker code cache) and running one call.
 //! * `purity.rs`: the bytecode check that decides between the warm interpreter and a fork.
 //! * [`policy`]: every allow-list in one auditable place.
+//! * `seccomp.rs`: the worker's system-call filter.
 //! * [`limits`]: [`Limits`], how a worker arms them, and how a death maps to an error.
 //! * [`json_bridge`]: the JSON ↔ Python conversion rules.
 //! * [`error`]: [`SandboxError`] and its stable [`ErrorKind`] codes.
@@ -68,6 +71,7 @@ mod pool;
 mod process;
 mod protocol;
 mod purity;
+mod seccomp;
 mod worker;
 
 pub use error::{ErrorKind, OutputStream, SandboxError};

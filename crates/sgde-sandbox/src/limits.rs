@@ -234,12 +234,30 @@ pub(crate) mod enforce {
             + std::time::Duration::from_micros(micros.max(0) as u64)
     }
 
+    /// `/proc/self/statm`, opened once: re-reading an open proc file at offset 0 gives fresh
+    /// numbers, costs one `pread` instead of an open/read/close, and keeps working after the
+    /// seccomp filter forbids opening files. A forked call inherits the worker's descriptor
+    /// and so reads the worker's size, which is its own size at the fork.
+    static STATM: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+    /// Opens `/proc/self/statm` for [`address_space_bytes`]; call before the seccomp filter.
+    pub(crate) fn open_statm() -> io::Result<()> {
+        if STATM.get().is_none() {
+            let _ = STATM.set(std::fs::File::open("/proc/self/statm")?);
+        }
+        Ok(())
+    }
+
     /// The process's current virtual address-space size, from `/proc/self/statm`.
     pub(crate) fn address_space_bytes() -> io::Result<u64> {
-        let statm = std::fs::read_to_string("/proc/self/statm")?;
-        let pages: u64 = statm
-            .split_whitespace()
-            .next()
+        use std::os::unix::fs::FileExt;
+        open_statm()?;
+        let file = STATM.get().ok_or_else(|| io::Error::other("statm not open"))?;
+        let mut buf = [0u8; 128];
+        let n = file.read_at(&mut buf, 0)?;
+        let pages: u64 = std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(|s| s.split_whitespace().next())
             .and_then(|p| p.parse().ok())
             .ok_or_else(|| io::Error::other("unreadable /proc/self/statm"))?;
         // SAFETY: sysconf has no memory effects.

@@ -82,6 +82,8 @@ const FROZEN_MODULES: &[&str] = &[
     "encodings",
     // Allowed modules and what they import.
     "_collections_abc",
+    "_pycodecs",
+    "_py_warnings",
     "_pydecimal",
     "abc",
     "bisect",
@@ -106,6 +108,7 @@ const FROZEN_MODULES: &[&str] = &[
     "reprlib",
     "statistics",
     "types",
+    "warnings",
 ];
 
 /// Frozen package prefixes kept whole: codecs are looked up lazily by name, and `re` is split
@@ -117,10 +120,16 @@ pub fn frozen_module_allowed(name: &str) -> bool {
     FROZEN_MODULES.contains(&name) || FROZEN_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
+/// Modules the runtime imports on a step's behalf from native code (a codec lookup such as
+/// `'x'.encode('utf-16')` loads `encodings.utf_16`, which needs `_pycodecs`). There is no
+/// standard-library frame to recognise such an import by, so they are allowed for everyone;
+/// all are pure codec machinery.
+const RUNTIME_MODULES: &[&str] = &["encodings", "_pycodecs", "warnings", "_py_warnings"];
+
 /// Whether user code may import `name` (an absolute dotted name).
 pub fn user_import_allowed(name: &str) -> bool {
     let top = name.split('.').next().unwrap_or(name);
-    USER_MODULES.contains(&top)
+    USER_MODULES.contains(&top) || RUNTIME_MODULES.contains(&top)
 }
 
 /// Builtins deleted from the interpreter's `builtins` module when it is sealed: host access
@@ -286,6 +295,8 @@ pub const SAFE_ATTRS: &[&str] = &[
     "upper",
     "zfill",
     "decode",
+    "hex",
+    "fromhex",
     // list / dict / set / deque / Counter (mutators are safe: no shared container is
     // reachable through the other names in this list)
     "append",

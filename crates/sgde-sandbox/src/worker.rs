@@ -1,7 +1,8 @@
 //! The worker process: reads requests on stdin, answers on stdout, one at a time.
 //!
 //! A worker hardens itself (no core files, no file writes, not dumpable), builds and seals
-//! one interpreter, announces `ready`, then serves calls:
+//! one interpreter, narrows its system calls with a seccomp filter (see [`crate::seccomp`]),
+//! announces `ready`, then serves calls:
 //!
 //! * **pure** code (see [`crate::purity`]) runs in the warm interpreter with the limits
 //!   armed on the worker itself: the fast path, a few tens of microseconds;
@@ -26,6 +27,7 @@ use crate::{
     interp::SealedInterpreter,
     limits::enforce,
     protocol::{CallResult, Request, WorkerMessage},
+    seccomp,
 };
 
 /// Compiled sources kept per worker.
@@ -53,6 +55,10 @@ pub fn worker_main() -> ExitCode {
         }
     };
     let baseline = enforce::address_space_bytes().unwrap_or(0);
+    if let Err(err) = seccomp::restrict_worker() {
+        eprintln!("sgde-sandbox-worker: cannot install the seccomp filter: {err}");
+        return ExitCode::from(70);
+    }
     let mut out = std::io::stdout().lock();
     let ready =
         WorkerMessage::Ready { pid: std::process::id(), init_micros: started.elapsed().as_micros() as u64 };

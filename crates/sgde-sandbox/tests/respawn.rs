@@ -36,6 +36,14 @@ async fn killed_workers_are_replaced() {
     assert_healthy(&sb).await;
     let pids = worker_pids();
     assert_eq!(pids.len(), 2, "two workers running: {pids:?}");
+    for pid in &pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(
+            status.lines().any(|l| l.starts_with("Seccomp:") && l.trim_end().ends_with('2')),
+            "worker {pid} runs under a seccomp filter"
+        );
+        assert!(status.lines().any(|l| l.starts_with("NoNewPrivs:") && l.trim_end().ends_with('1')));
+    }
 
     // Killed while idle: the pool notices before dispatching and uses a replacement.
     for pid in &pids {
