@@ -258,6 +258,18 @@ impl Sandbox {
         }
     }
 
+    /// Shuts the pool down: calls waiting for a worker and later calls fail with
+    /// `Unavailable`, idle workers are killed now, and busy ones when their call ends.
+    /// Dropping the last clone of the `Sandbox` has the same effect.
+    pub fn close(&self) {
+        self.inner.available.close();
+        if let Ok(mut idle) = self.inner.idle.lock() {
+            for mut worker in idle.drain(..) {
+                worker.kill();
+            }
+        }
+    }
+
     /// The configuration the pool was started with.
     pub fn config(&self) -> &SandboxConfig {
         &self.inner.config
@@ -359,7 +371,11 @@ impl Drop for Lease {
 }
 
 impl Inner {
-    fn put_back(&self, worker: WorkerProcess) {
+    fn put_back(&self, mut worker: WorkerProcess) {
+        if self.available.is_closed() {
+            worker.kill();
+            return;
+        }
         if let Ok(mut idle) = self.idle.lock() {
             idle.push_back(worker);
             self.available.add_permits(1);
@@ -375,6 +391,9 @@ fn replace(inner: &Arc<Inner>) {
         let mut backoff = Duration::from_millis(50);
         loop {
             let Some(inner) = weak.upgrade() else { return };
+            if inner.available.is_closed() {
+                return;
+            }
             let command = inner.config.worker.clone();
             let timeout = inner.config.startup_timeout;
             drop(inner);
@@ -421,6 +440,12 @@ fn validate_function(name: &str) -> Result<(), SandboxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sandbox_is_send_sync_and_cheap_to_clone() {
+        fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+        assert_send_sync_clone::<Sandbox>();
+    }
 
     #[test]
     fn function_names_must_be_identifiers() {

@@ -74,6 +74,16 @@ async fn a_cancelled_call_kills_its_worker_and_the_pool_heals() {
 }
 
 #[tokio::test]
+async fn a_closed_pool_refuses_calls() {
+    let sb = sandbox(1).await;
+    assert_healthy(&sb).await;
+    sb.close();
+    let err = run(&sb, "def run():\n    return 1\n", json!({})).await.unwrap_err();
+    assert!(matches!(&err, SandboxError::Unavailable { reason } if reason.contains("shut down")), "{err}");
+    assert_eq!(sb.stats().idle, 0);
+}
+
+#[tokio::test]
 async fn start_fails_clearly_without_a_worker_binary() {
     let mut config = config(1);
     config.worker = WorkerCommand::new("/nonexistent/sgde-sandbox-worker", Vec::<String>::new());
