@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Execute throughput and latency of the reference workflow under wrk, executions persisted to
+# Postgres, the model endpoint being the testkit's simulated student with instant replies.
+#
+#   bench/execute_load.sh            # wrk -t2 -c16 -d20s, as the LangGraph peer was measured
+#   DURATION=60s CONNECTIONS=32 bench/execute_load.sh
+#
+# Needs: release binaries (cargo build --release -p sgde -p sgde-testkit), wrk, Postgres on
+# 127.0.0.1:5432 (user postgres). Prints throughput, latency percentiles and peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET="${CARGO_TARGET_DIR:-$HOME/.cache/sgde-target}/release"
+DURATION="${DURATION:-20s}"
+CONNECTIONS="${CONNECTIONS:-16}"
+THREADS="${THREADS:-2}"
+PG="${PG:-postgres://postgres@127.0.0.1:5432}"
+DB="sgde_bench_$$"
+PORT="${PORT:-28080}"
+MODEL_PORT="${MODEL_PORT:-28911}"
+export SGDE_BENCH_TOKEN="bench-token-0123456789abcdef"
+
+psql "$PG/postgres" -qc "CREATE DATABASE $DB" >/dev/null
+cleanup() {
+  kill "${SGDE_PID:-}" "${MODEL_PID:-}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+"$TARGET/sgde-testkit" serve --port "$MODEL_PORT" --profile student >/tmp/sgde-bench-model.log 2>&1 &
+MODEL_PID=$!
+SGDE_DATABASE_URL="$PG/$DB" SGDE_ADMIN_TOKEN="$SGDE_BENCH_TOKEN" SGDE_LISTEN="127.0.0.1:$PORT" \
+  RUST_LOG=warn "$TARGET/sgde" serve >/tmp/sgde-bench-server.log 2>&1 &
+SGDE_PID=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
+
+AUTH="Authorization: Bearer $SGDE_BENCH_TOKEN"
+curl -sf -X POST "http://127.0.0.1:$PORT/v1/endpoints" -H "$AUTH" -H 'content-type: application/json' \
+  -d "{\"name\":\"student\",\"base_url\":\"http://127.0.0.1:$MODEL_PORT/v1\",\"model\":\"student\",\"max_concurrency\":64}" >/dev/null
+python3 -c "import json; print(json.dumps({'name': 'gsm', 'spec': json.load(open('examples/gsm_consensus.json'))}))" |
+  curl -sf -X POST "http://127.0.0.1:$PORT/v1/workflows" -H "$AUTH" -H 'content-type: application/json' -d @- >/dev/null
+# One warm-up run, checked.
+curl -sf -X POST "http://127.0.0.1:$PORT/v1/workflows/gsm/execute" -H "$AUTH" -H 'content-type: application/json' \
+  -d '{"inputs":{"question":"A shop sells 41 apples per day for 8 days at $2642444 each. How many dollars does the shop make?"}}'
+echo
+
+peak_rss() { # kB of the sgde process and of its sandbox workers
+  local main workers
+  main=$(ps -o rss= -p "$SGDE_PID" | tr -d ' ')
+  workers=$(ps -o rss= --ppid "$SGDE_PID" | awk '{s+=$1} END {print s+0}')
+  echo "$main $workers"
+}
+MAX_MAIN=0; MAX_WORKERS=0
+(
+  while kill -0 "$SGDE_PID" 2>/dev/null; do peak_rss; sleep 0.5; done
+) >/tmp/sgde-bench-rss.log &
+SAMPLER=$!
+
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/execute.lua \
+  "http://127.0.0.1:$PORT/v1/workflows/gsm/execute"
+kill "$SAMPLER" 2>/dev/null || true
+read -r MAX_MAIN MAX_WORKERS < <(awk 'BEGIN{m=0;w=0} {if($1>m)m=$1; if($2>w)w=$2} END{print m, w}' /tmp/sgde-bench-rss.log)
+echo "peak RSS: sgde $((MAX_MAIN / 1024)) MiB, sandbox workers $((MAX_WORKERS / 1024)) MiB"
+ROWS=$(psql "$PG/$DB" -tAc "SELECT count(*) FROM executions")
+echo "executions persisted: $ROWS"
