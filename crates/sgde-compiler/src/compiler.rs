@@ -326,15 +326,19 @@ impl Session {
                 format!("iteration limit ({}) reached", budget.max_iterations),
             ));
         }
-        if state.stale >= self.request.patience {
-            return Some((StopReason::NoProgress, format!("no improvement in {} iterations", state.stale)));
-        }
         if state.failed >= self.options.max_failed_iterations {
-            let last = state.history.last().map(|r| format!("{:?}", r.outcome)).unwrap_or_default();
+            let last = state.history.last().and_then(|r| r.failures.last()).map(|f| f.message.clone());
             return Some((
                 StopReason::Error,
-                format!("the teacher failed {} iterations in a row; last: {last}", state.failed),
+                format!(
+                    "the teacher failed {} iterations in a row; last: {}",
+                    state.failed,
+                    last.unwrap_or_default()
+                ),
             ));
+        }
+        if state.stale >= self.request.patience {
+            return Some((StopReason::NoProgress, format!("no improvement in {} iterations", state.stale)));
         }
         if let Some(what) = self.gate.spent_out() {
             return Some((StopReason::Budget, what));

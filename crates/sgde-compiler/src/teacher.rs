@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sgde_llm::structured::{SchemaCheck, repair_messages};
-use sgde_llm::{ChatRequest, Decoding, Message, ModelClient};
+use sgde_llm::{ChatRequest, Decoding, Message, ModelClient, ModelError};
 
 use crate::client::{mix, sample_index};
 use crate::gate::{Gate, refused};
@@ -106,7 +106,12 @@ impl Teacher {
             }
             Ok(Err(e)) => {
                 ticket.settle(Err(&e));
-                Err(fail(FailureKind::Model, e.to_string()))
+                let kind = match e {
+                    ModelError::Schema { .. } | ModelError::BadReply { .. } => FailureKind::InvalidReply,
+                    ModelError::Timeout { .. } => FailureKind::Timeout,
+                    _ => FailureKind::Model,
+                };
+                Err(fail(kind, e.to_string()))
             }
             // The ticket is dropped unsettled: an abandoned call counts as a failed one.
             Err(_) => Err(fail(
