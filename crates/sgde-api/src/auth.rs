@@ -8,6 +8,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use sgde_store::{ApiKey, ApiToken, Scope};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::problem::ApiError;
@@ -53,12 +54,19 @@ impl FromRequestParts<AppState> for Principal {
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
             return Err(ApiError::Unauthorized);
         }
+        let token = token.trim();
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(principal) = state.cached_key(&hash) {
+            return Ok(principal);
+        }
         let key = state
             .store()
-            .verify_key(&ApiToken::new(token.trim()))
+            .verify_key(&ApiToken::new(token))
             .await
             .map_err(crate::problem::store_error)?
             .ok_or(ApiError::Unauthorized)?;
-        Ok(key.into())
+        let principal = Principal::from(key);
+        state.remember_key(hash, principal.clone());
+        Ok(principal)
     }
 }

@@ -71,7 +71,15 @@ struct Inner {
     started: Instant,
     /// Wakes this replica's workers when a run is submitted here.
     run_submitted: tokio::sync::Notify,
+    /// Recently verified API keys by token hash, so a burst of requests costs one lookup.
+    keys: Mutex<std::collections::HashMap<[u8; 32], (Instant, crate::auth::Principal)>>,
 }
+
+/// How long a verified key is trusted without asking the database again. A key revoked through
+/// another replica stops working here within this time; through this replica, at once.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Bound on remembered keys (a flood of random tokens must not grow memory).
+const KEY_CACHE_MAX: usize = 10_000;
 
 /// Prepared versions kept in memory; versions are immutable, so entries never go stale.
 const PREPARED_CACHE: usize = 512;
@@ -97,6 +105,7 @@ impl AppState {
                 prepared: Mutex::new(LruCache::new(capacity)),
                 started: Instant::now(),
                 run_submitted: tokio::sync::Notify::new(),
+                keys: Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -131,6 +140,28 @@ impl AppState {
 
     pub fn run_submitted(&self) -> &tokio::sync::Notify {
         &self.inner.run_submitted
+    }
+
+    /// A key verified less than [`KEY_CACHE_TTL`] ago.
+    pub fn cached_key(&self, token_hash: &[u8; 32]) -> Option<crate::auth::Principal> {
+        let keys = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        keys.get(token_hash).filter(|(at, _)| at.elapsed() < KEY_CACHE_TTL).map(|(_, p)| p.clone())
+    }
+
+    pub fn remember_key(&self, token_hash: [u8; 32], principal: crate::auth::Principal) {
+        let mut keys = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if keys.len() >= KEY_CACHE_MAX {
+            keys.retain(|_, (at, _)| at.elapsed() < KEY_CACHE_TTL);
+            if keys.len() >= KEY_CACHE_MAX {
+                keys.clear();
+            }
+        }
+        keys.insert(token_hash, (Instant::now(), principal));
+    }
+
+    /// Forgets every cached key (after a revocation).
+    pub fn forget_keys(&self) {
+        self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
     /// The prepared form of a version, compiled once per process.

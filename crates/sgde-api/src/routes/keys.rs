@@ -88,5 +88,7 @@ async fn revoke_key(
 ) -> Result<Json<ApiKey>, ApiError> {
     principal.require(Scope::Admin)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::invalid("/path/id", "not a UUID"))?;
-    Ok(Json(state.store().revoke_key(id).await?))
+    let key = state.store().revoke_key(id).await?;
+    state.forget_keys();
+    Ok(Json(key))
 }
