@@ -84,6 +84,7 @@ impl SealedInterpreter {
             return Err("could not trim the interpreter's module table".into());
         }
 
+        interp.enter(assert_no_host_access)?;
         let sealed = interp.enter(|vm| seal(vm).map_err(|exc| describe(vm, exc)))?;
         let (builtin_names, output_limit_exc, stdout) = sealed;
         Ok(Self { interp, builtin_names, output_limit_exc, stdout })
@@ -102,6 +103,19 @@ impl SealedInterpreter {
 }
 
 type Sealed = (HashSet<String>, PyTypeRef, PyObjectRef);
+
+/// Refuses to serve from an interpreter built with RustPython's `host_env` feature (which
+/// Cargo's feature unification could switch on if any crate in the build asks for it):
+/// with it, `_io.FileIO` opens host files.
+fn assert_no_host_access(vm: &VirtualMachine) -> Result<(), String> {
+    let io = vm.import("_io", 0).map_err(|exc| describe(vm, exc))?;
+    if io.get_attr("FileIO", vm).is_ok() {
+        return Err("RustPython was built with host access (the `host_env` feature); \
+                    the sandbox refuses to run"
+            .into());
+    }
+    Ok(())
+}
 
 fn seal(vm: &VirtualMachine) -> PyResult<Sealed> {
     install_random_stub(vm)?;

@@ -113,7 +113,7 @@ pub struct SandboxStats {
     pub calls: u64,
     /// Calls that returned a value.
     pub succeeded: u64,
-    /// Calls that ran in a fork.
+    /// Successful calls that ran in a fork.
     pub forked: u64,
     /// Calls killed by the wall-clock limit.
     pub timeouts: u64,
@@ -183,6 +183,9 @@ impl Sandbox {
             return Err(SandboxError::InvalidRequest { reason: "workers must be at least 1".into() });
         }
         config.default_limits.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|err| SandboxError::Unavailable {
+            reason: format!("the sandbox needs a Tokio runtime: {err}"),
+        })?;
         // Workers initialise in parallel (each builds its interpreter in its own process).
         let mut starts = tokio::task::JoinSet::new();
         for _ in 0..config.workers {
@@ -204,7 +207,7 @@ impl Sandbox {
             available: Semaphore::new(count),
             counters: Counters::default(),
             spawn_error: Mutex::new(None),
-            runtime: tokio::runtime::Handle::current(),
+            runtime,
         });
         tracing::debug!(workers = count, "sandbox pool started");
         Ok(Sandbox { inner })
