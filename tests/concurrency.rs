@@ -6,7 +6,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Harness, Reply, Service, ServiceConfig, all_pages, echo_spec, echo_spec_with_prompt, wait_terminal};
+use common::{
+    Harness, Reply, Service, ServiceConfig, all_pages, echo_spec, echo_spec_with_prompt, wait_terminal,
+};
 use futures::future::join_all;
 use serde_json::json;
 use sgde_testkit::FakeOpenAi;
@@ -27,7 +29,12 @@ async fn a_hundred_concurrent_executes_all_succeed_and_are_all_logged() {
     let replies: Vec<Reply> = join_all((0..N).map(|i| {
         let caller = caller.clone();
         async move {
-            caller.post("/v1/workflows/echo/execute", &json!({"inputs": {"question": format!("concurrent {i}")}})).await
+            caller
+                .post(
+                    "/v1/workflows/echo/execute",
+                    &json!({"inputs": {"question": format!("concurrent {i}")}}),
+                )
+                .await
         }
     }))
     .await;
@@ -90,7 +97,8 @@ async fn racing_writers_get_one_resource_and_consistent_answers() {
         }
     }))
     .await;
-    let mut numbers: Vec<i64> = replies.into_iter().map(|r| r.expect(201)["version"]["number"].as_i64().unwrap()).collect();
+    let mut numbers: Vec<i64> =
+        replies.into_iter().map(|r| r.expect(201)["version"]["number"].as_i64().unwrap()).collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (3..=12).collect::<Vec<_>>());
 
@@ -153,7 +161,9 @@ async fn two_replicas_share_one_database_and_one_queue() {
     let submitted = join_all((0..RUNS).map(|i| {
         let api = replicas[i % 2].clone();
         async move {
-            let r = api.post("/v1/runs", &json!({"workflow": "echo", "inputs": {"question": format!("r{i}")}})).await;
+            let r = api
+                .post("/v1/runs", &json!({"workflow": "echo", "inputs": {"question": format!("r{i}")}}))
+                .await;
             r.expect(202)["id"].as_str().unwrap().to_owned()
         }
     }))
@@ -173,7 +183,9 @@ async fn two_replicas_share_one_database_and_one_queue() {
         let question = format!("r{i}");
         let calls = requests
             .iter()
-            .filter(|r| r.body["messages"].as_array().and_then(|m| m.last()).is_some_and(|m| m["content"] == question))
+            .filter(|r| {
+                r.body["messages"].as_array().and_then(|m| m.last()).is_some_and(|m| m["content"] == question)
+            })
             .count();
         assert_eq!(calls, 1, "{question} ran {calls} times");
     }
