@@ -23,6 +23,11 @@
 //! limits inside the worker; the parent enforces wall time with `SIGKILL` and replaces dead
 //! workers in the background.
 //!
+//! To use the `sgde` binary itself as the worker, dispatch its hidden subcommand to
+//! [`worker_main`] first thing in `main` (before any runtime or logging thread starts) and
+//! configure the pool with
+//! `WorkerCommand::new(std::env::current_exe()?, ["sandbox-worker"])`.
+//!
 //! # Isolation
 //!
 //! * RustPython is built without its `host_env` feature: no `posix`, `_socket`, `_ctypes`,

@@ -38,11 +38,26 @@ const MAX_GROWTH_BYTES: u64 = 512 << 20;
 /// Entry point of a worker process; the companion binary `sgde-sandbox-worker` and the
 /// `sgde` binary's hidden `sandbox-worker` subcommand both just call this.
 ///
+/// Call it first thing in `main`, before any thread exists (no Tokio runtime, no logging
+/// thread): the worker forks, which is only sound in a single-threaded process, so it
+/// refuses to start otherwise. Its stdin, stdout and stderr must be pipes, as the pool
+/// sets them up (writing to a regular file is forbidden inside the worker).
+///
 /// Exit codes: 0 after end-of-file on stdin or a requested recycle, 70 when the process
 /// cannot be set up, 74 on an I/O error on the protocol pipes.
 pub fn worker_main() -> ExitCode {
     let started = Instant::now();
     install_panic_hook();
+    match thread_count() {
+        Some(1) => {}
+        count => {
+            eprintln!(
+                "sgde-sandbox-worker: the process must be single-threaded to fork calls \
+                 (threads: {count:?}); call worker_main before starting any thread"
+            );
+            return ExitCode::from(70);
+        }
+    }
     if let Err(err) = enforce::harden_process() {
         eprintln!("sgde-sandbox-worker: cannot harden the process: {err}");
         return ExitCode::from(70);
@@ -99,6 +114,12 @@ pub fn worker_main() -> ExitCode {
         }
         forks.reap_exited();
     }
+}
+
+/// The number of threads in this process, from `/proc/self/status`.
+fn thread_count() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| line.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
 }
 
 fn send(out: &mut impl Write, message: &WorkerMessage) -> std::io::Result<()> {
