@@ -1,11 +1,14 @@
 //! Workers killed from outside are replaced. In its own test binary because it kills every
-//! worker process that is a child of the test process.
+//! worker process that is a child of the test process; the tests here take turns.
 
 mod common;
 
 use common::*;
 use serde_json::json;
 use sgde_sandbox::{Limits, SandboxError};
+
+/// Serialises the tests of this file: each counts and kills all worker processes.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Pids of this process's children that run the worker binary.
 fn worker_pids() -> Vec<i32> {
@@ -32,6 +35,7 @@ fn kill(pid: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_workers_are_replaced() {
+    let _turn = SERIAL.lock().await;
     let sb = sandbox(2).await;
     assert_healthy(&sb).await;
     let pids = worker_pids();
@@ -82,4 +86,36 @@ async fn killed_workers_are_replaced() {
     }
     assert_eq!(worker_pids().len(), 2, "the pool is back to two workers");
     assert_eq!(sb.stats().respawns, 4, "{:?}", sb.stats());
+}
+
+/// Live (non-zombie) processes whose process group is `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(") ") else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // state, ppid, pgrp
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            members.push(pid);
+        }
+    }
+    members
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_fork_leaves_no_process_behind() {
+    let _turn = SERIAL.lock().await;
+    let sb = sandbox(1).await;
+    assert_healthy(&sb).await;
+    let before = worker_pids();
+    assert_eq!(before.len(), 1);
+    let limits = Limits { cpu_ms: 60_000, wall_ms: 300, ..Limits::default() };
+    let code = "import decimal\ndef run():\n    while True:\n        pass\n";
+    let err = run_with(&sb, code, json!({}), limits).await.unwrap_err();
+    assert_eq!(err, SandboxError::Timeout { wall_ms: 300 });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(group_members(before[0]).is_empty(), "the worker and its forked call are gone");
+    assert_healthy(&sb).await;
 }
