@@ -159,10 +159,6 @@ impl Service {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).expect("the service is running")
-    }
-
     /// SIGKILL: no shutdown code runs, leases stay held until they expire.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
