@@ -56,7 +56,7 @@ use crate::extract::BodyLimit;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::system::router())
         .merge(routes::endpoints::router())
         .merge(routes::workflows::router())
@@ -64,7 +64,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::execute::router())
         .merge(routes::runs::router())
         .merge(routes::executions::router())
-        .merge(routes::keys::router())
+        .merge(routes::keys::router());
+    openapi::finish(router.get_openapi_mut());
+    router
 }
 
 /// The OpenAPI document of every route.

@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use crate::auth::Principal;
 use crate::extract::{ApiJson, ApiPath as Path};
 use crate::idempotency::idempotent;
+use crate::openapi::EndpointConfigDoc;
 use crate::problem::{ApiError, Problem};
 use crate::routes::Items;
 use crate::state::AppState;
@@ -50,7 +51,7 @@ fn check(config: &EndpointConfig) -> Result<(), ApiError> {
 
 /// Register a model endpoint.
 #[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints",
-    request_body(content = Object, description = "Endpoint config: name, base_url, model, api_key_env, decoding, timeout_ms, max_concurrency, rate_limit, structured_output, supports_n, prices, extra_headers, retry"),
+    request_body = EndpointConfigDoc,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry")),
     responses((status = 201, body = Endpoint), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
@@ -97,7 +98,7 @@ async fn get_endpoint(
 
 /// Replace a model endpoint's config (the name in the body must match the path).
 #[utoipa::path(put, path = "/v1/endpoints/{name}", tag = "endpoints",
-    params(("name" = String, Path)), request_body(content = Object),
+    params(("name" = String, Path)), request_body = EndpointConfigDoc,
     responses((status = 200, body = Endpoint), (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn update_endpoint(

@@ -61,7 +61,7 @@ pub struct VersionUsed {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExecuteResponse {
     pub execution_id: Uuid,
-    #[schema(value_type = Object)]
+    /// The output node's value: any JSON value (a number, a string, an object, ...).
     pub output: Value,
     pub version: VersionUsed,
     pub usage: ExecutionUsage,
