@@ -22,7 +22,9 @@
 
 use std::collections::HashSet;
 
-use rustpython_vm::bytecode::{CodeObject, ConstantData, Instruction, IntrinsicFunction1, OpArgState};
+use rustpython_vm::bytecode::{
+    CodeObject, ConstantData, Instruction, IntrinsicFunction1, IntrinsicFunction2, OpArgState,
+};
 
 use crate::policy::{FAST_MODULES, SAFE_ATTRS, SAFE_BUILTINS};
 
@@ -43,6 +45,11 @@ pub enum Impurity {
     Class,
     /// Uses `from module import *`.
     ImportStar,
+    /// Uses a class pattern in `match` (it reads attributes by names the check cannot see,
+    /// `__dict__` included).
+    ClassPattern,
+    /// Uses PEP 695 type parameters or `type` aliases (typing machinery).
+    TypeParams,
     /// An instruction the classifier does not understand references a name.
     Unaccounted(String),
 }
@@ -103,9 +110,23 @@ fn check_code(code: &CodeObject, builtin_names: &HashSet<String>) -> Result<(), 
             | Instruction::LoadSuperAttr { .. }
             | Instruction::LoadFromDictOrGlobals { .. }
             | Instruction::LoadFromDictOrDeref { .. } => return Err(Impurity::Class),
+            Instruction::MatchClass { .. } => return Err(Impurity::ClassPattern),
             Instruction::CallIntrinsic1 { func } => {
-                if matches!(func.try_get(arg), Ok(IntrinsicFunction1::ImportStar) | Err(_)) {
-                    return Err(Impurity::ImportStar);
+                match func.try_get(arg) {
+                    Ok(
+                        IntrinsicFunction1::StopIterationError
+                        | IntrinsicFunction1::AsyncGenWrap
+                        | IntrinsicFunction1::UnaryPositive
+                        | IntrinsicFunction1::ListToTuple,
+                    ) => {}
+                    Ok(IntrinsicFunction1::ImportStar) => return Err(Impurity::ImportStar),
+                    _ => return Err(Impurity::TypeParams),
+                }
+                continue;
+            }
+            Instruction::CallIntrinsic2 { func } => {
+                if !matches!(func.try_get(arg), Ok(IntrinsicFunction2::PrepReraiseStar)) {
+                    return Err(Impurity::TypeParams);
                 }
                 continue;
             }
@@ -211,6 +232,8 @@ mod tests {
         )
         .unwrap();
         check("def run(n):\n    try:\n        return 1 // n\n    except ZeroDivisionError as e:\n        return str(e.args)\n").unwrap();
+        check("def run(question: str, n: int = 3) -> dict:\n    return {'q': question, 'n': -n, 'l': list((1, 2))}\n").unwrap();
+        check("def run(x):\n    match x:\n        case [a, b]:\n            return a\n        case {'k': v}:\n            return v\n    return f'{x!r:>10}'\n").unwrap();
     }
 
     #[test]
@@ -243,6 +266,14 @@ mod tests {
             check("if False:\n    setattr = 1\nsetattr(1, 'a', 2)\n"),
             Err(Impurity::Builtin("setattr".into()))
         );
+        assert_eq!(
+            check(
+                "import json\ndef run(e):\n    match e:\n        case ValueError(__traceback__=tb):\n            return tb\n"
+            ),
+            Err(Impurity::ClassPattern)
+        );
+        assert_eq!(check("type Alias = list[int]\n"), Err(Impurity::TypeParams));
+        assert_eq!(check("def first[T](xs: list[T]) -> T:\n    return xs[0]\n"), Err(Impurity::TypeParams));
         // Nested functions and lambdas are checked too.
         assert_eq!(
             check("def run():\n    f = lambda: eval('1')\n    return f()\n"),
