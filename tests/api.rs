@@ -729,6 +729,17 @@ async fn api_keys_are_scoped_listed_and_revoked_at_once() {
     let entry = listed["items"].as_array().unwrap().iter().find(|k| k["id"] == created["key"]["id"]).cloned();
     assert!(entry.is_some_and(|k| k["revoked_at"].is_string()));
 
+    // A retried creation (same Idempotency-Key) names the same key but never replays the token,
+    // which is therefore not kept anywhere.
+    let body = json!({"name": "retried", "scopes": ["read"]});
+    let first = admin.post_idempotent("/v1/keys", "key-create-1", &body).await.expect(201);
+    let again = admin.post_idempotent("/v1/keys", "key-create-1", &body).await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let again = again.expect(201);
+    assert_eq!(again["key"]["id"], first["key"]["id"]);
+    assert!(first["token"].is_string());
+    assert!(again["token"].is_null(), "{again}");
+
     // Errors.
     admin.delete("/v1/keys/00000000-0000-0000-0000-000000000000").await.problem(404, "not_found");
     let r = admin.delete("/v1/keys/abc").await;

@@ -36,6 +36,24 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Response, ApiError>>,
 {
+    idempotent_stored_as(state, principal, headers, route, body, |bytes| bytes.to_vec(), handler).await
+}
+
+/// Like [`idempotent`], but what is remembered for replays is `stored(body)`: for answers that
+/// carry a secret shown only once (a new API key's token), which must not sit in the database.
+pub async fn idempotent_stored_as<F, Fut>(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    route: &str,
+    body: &[u8],
+    stored: impl FnOnce(&[u8]) -> Vec<u8>,
+    handler: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Response, ApiError>>,
+{
     let Some(key) = headers.get(IDEMPOTENCY_KEY) else {
         return handler().await;
     };
@@ -76,7 +94,7 @@ where
                     .filter(|(name, _)| KEPT_HEADERS.contains(&name.as_str()))
                     .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
                     .collect(),
-                body: bytes.to_vec(),
+                body: if parts.status.is_success() { stored(&bytes) } else { bytes.to_vec() },
             };
             state.store().complete_idempotent(&request.key, &stored).await?;
             Ok(Response::from_parts(parts, Body::from(bytes)))

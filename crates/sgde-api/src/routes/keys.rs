@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::extract::{ApiJson, ApiPath as Path};
-use crate::idempotency::idempotent;
+use crate::idempotency::idempotent_stored_as;
 use crate::problem::{ApiError, Problem};
 use crate::routes::Items;
 use crate::state::AppState;
@@ -35,7 +35,21 @@ pub struct CreateKey {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyCreated {
     pub key: ApiKey,
-    pub token: String,
+    /// The secret to send as `Authorization: Bearer <token>`; null when a retried request with
+    /// the same `Idempotency-Key` replays the creation (tokens are never stored).
+    pub token: Option<String>,
+}
+
+/// A replayed creation answers with the key but not its token: tokens are never stored.
+fn without_token(body: &[u8]) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(mut value) => {
+            value["token"] = serde_json::Value::Null;
+            value["note"] = "replayed: the token is shown only in the first answer".into();
+            serde_json::to_vec(&value).unwrap_or_default()
+        }
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Create an API key.
@@ -49,7 +63,7 @@ async fn create_key(
     body: ApiJson<CreateKey>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Admin)?;
-    idempotent(&state, &principal, &headers, "POST /v1/keys", &body.raw, || async {
+    idempotent_stored_as(&state, &principal, &headers, "POST /v1/keys", &body.raw, without_token, || async {
         let request = &body.value;
         if request.name.trim().is_empty() || request.name.len() > 100 {
             return Err(ApiError::invalid("/name", "must be 1 to 100 characters"));
@@ -61,7 +75,7 @@ async fn create_key(
             .store()
             .create_key(&NewApiKey { name: request.name.clone(), scopes: request.scopes.clone() })
             .await?;
-        let body = KeyCreated { key: created.key, token: created.token.expose().to_owned() };
+        let body = KeyCreated { key: created.key, token: Some(created.token.expose().to_owned()) };
         Ok((StatusCode::CREATED, Json(body)).into_response())
     })
     .await

@@ -78,16 +78,30 @@ impl PgStore {
         if let Some(timeout) = options.statement_timeout {
             connect = connect.options([("statement_timeout", format!("{}ms", timeout.as_millis()))]);
         }
-        let pool = PgPoolOptions::new()
+        let pool = match PgPoolOptions::new()
             .max_connections(options.max_connections)
             .min_connections(options.min_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Database(e) => StoreError::Unavailable(e),
-                other => other,
-            })?;
+        {
+            Ok(pool) => pool,
+            Err(sqlx::Error::PoolTimedOut) => {
+                // The pool only says it timed out; one direct attempt says why (refused,
+                // unknown host, authentication, missing database).
+                let cause = match sqlx::ConnectOptions::connect(&connect).await {
+                    Err(e) => e,
+                    Ok(_) => sqlx::Error::PoolTimedOut,
+                };
+                return Err(StoreError::Unavailable(cause));
+            }
+            Err(e) => {
+                return Err(match StoreError::from(e) {
+                    StoreError::Database(e) => StoreError::Unavailable(e),
+                    other => other,
+                });
+            }
+        };
         let store = Self { pool };
         if options.migrate {
             store.migrate().await?;
