@@ -15,7 +15,7 @@
 //! 3. **Fast-path trust** ([`SAFE_BUILTINS`], [`SAFE_ATTRS`], [`FAST_MODULES`]): code that
 //!    only uses these names cannot reach shared interpreter state to mutate it, so it may run
 //!    in the warm interpreter; all other code runs in a throw-away fork (see
-//!    [`crate::purity`]). These lists must only ever name things that neither mutate shared
+//!    `purity.rs`). These lists must only ever name things that neither mutate shared
 //!    state nor hand out a reference to shared mutable state.
 
 /// Modules a step may `import`. Submodules of these are importable when the interpreter
