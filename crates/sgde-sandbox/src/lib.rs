@@ -37,7 +37,8 @@
 //!   need; `gc`, `marshal`, `time`, `_random` and the rest are removed before the VM starts.
 //!   User imports outside the allow-list fail; `random` is a stub that refuses.
 //! * A fixed hash seed and no clock or entropy make the same code and inputs give the same
-//!   output.
+//!   output. One thing stays host-dependent: object addresses (`id()`, the default `repr`
+//!   of functions and plain objects, and the iteration order of sets of such objects).
 //! * Each call gets fresh globals. Code that could reach shared interpreter state
 //!   (dunders, attribute stores, classes, `decimal`, ...; see `purity.rs`) runs in a
 //!   copy-on-write fork that is discarded afterwards, so tampering never reaches the next call.
