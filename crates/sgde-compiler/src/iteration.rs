@@ -59,6 +59,12 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+fn best_eval(state: &LoopState) -> Result<&Evaluation, End> {
+    state.best_eval.as_ref().ok_or_else(|| {
+        End::Outcome(IterationOutcome::Failed { reason: "the best candidate has no evaluation".into() })
+    })
+}
+
 impl Session {
     /// Runs iteration `state.iteration` and updates the state; returns its record and, if the
     /// compile must stop, why.
@@ -114,23 +120,52 @@ impl Session {
     }
 
     async fn steps(&self, state: &mut LoopState, record: &mut IterationRecord) -> End {
+        match self.step_chain(state, record).await {
+            Ok(end) | Err(end) => end,
+        }
+    }
+
+    /// The phases in order; `Err` ends the iteration early.
+    async fn step_chain(&self, state: &mut LoopState, record: &mut IterationRecord) -> Result<End, End> {
+        self.forward(state, record).await?;
+        self.critique(state, record).await?;
+        let phase = Instant::now();
+        let candidate = self.propose(state, record).await?;
+        record.durations.edit_ms = ms(phase.elapsed());
+        let hash = self.screen(state, record, &candidate)?;
+        let phase = Instant::now();
+        let eval = self.evaluate(&candidate).await?;
+        record.durations.evaluate_ms = ms(phase.elapsed());
+        record.candidate = Some(eval.summary.clone());
+        Ok(match decide(&state.best.train, &eval.summary) {
+            Ok(reason) => {
+                let train = eval.summary.clone();
+                state.best =
+                    Candidate { spec: candidate, content_hash: hash, train, iteration: state.iteration };
+                state.best_eval = Some(eval);
+                End::Outcome(IterationOutcome::Accepted { reason })
+            }
+            Err(reason) => End::rejected(reason),
+        })
+    }
+
+    /// Makes sure the best candidate's traces are at hand (after a resume they are replayed,
+    /// from the response cache).
+    async fn forward(&self, state: &mut LoopState, record: &mut IterationRecord) -> Result<(), End> {
         let phase = Instant::now();
         if state.best_eval.is_none() {
             let spec = state.best.spec.clone();
-            match self.evaluate(&spec).await {
-                Ok(eval) => state.best_eval = Some(eval),
-                Err(end) => return end,
-            }
+            state.best_eval = Some(self.evaluate(&spec).await?);
         }
         record.durations.forward_ms = ms(phase.elapsed());
-        let Some(eval) = state.best_eval.as_ref() else {
-            return End::Outcome(IterationOutcome::Failed {
-                reason: "the best candidate has no evaluation".into(),
-            });
-        };
-        record.node_variance = eval.nodes.clone();
+        record.node_variance = state.best_eval.as_ref().map(|e| e.nodes.clone()).unwrap_or_default();
+        Ok(())
+    }
 
+    /// The backward pass: the teacher's critiques of the best candidate.
+    async fn critique(&self, state: &LoopState, record: &mut IterationRecord) -> Result<(), End> {
         let phase = Instant::now();
+        let eval = best_eval(state)?;
         let p = prompts();
         let messages = vec![
             Message::system(p.critique_system.as_str()),
@@ -143,15 +178,17 @@ impl Session {
             &p.critique_schema,
             &p.critique_check,
         );
-        let critique = match self.teacher_step(ask, record).await {
-            Ok(reply) => reply.value,
-            Err(end) => return end,
-        };
+        let critique = self.teacher_step(ask, record).await?.value;
         record.diagnosis = critique.diagnosis;
         record.critiques = critique.critiques;
         record.durations.critique_ms = ms(phase.elapsed());
+        Ok(())
+    }
 
-        let phase = Instant::now();
+    /// The update: the teacher's edits, applied to the best; one repair round if they cannot be.
+    async fn propose(&self, state: &LoopState, record: &mut IterationRecord) -> Result<WorkflowSpec, End> {
+        let eval = best_eval(state)?;
+        let p = prompts();
         let messages = vec![
             Message::system(p.edit_system.as_str()),
             Message::user(self.edit_prompt(state, eval, record)),
@@ -163,85 +200,71 @@ impl Session {
             &p.edit_schema,
             &p.edit_check,
         );
-        let reply = match self.teacher_step(ask, record).await {
-            Ok(reply) => reply,
-            Err(end) => return end,
-        };
-        let candidate = match self.try_edits(&state.best.spec, reply.value, record) {
-            Ok(spec) => spec,
-            Err(Unusable::Disallowed) => return End::rejected("none of the edits is of an allowed kind"),
-            Err(Unusable::Invalid(error)) => {
-                let mut conversation = reply.conversation;
-                conversation.push(Message::user(fill(REPAIR_USER, &[("error", &error)])));
-                let ask = self.teacher.ask::<EditReply>(
-                    TeacherStep::Repair,
-                    state.iteration,
-                    conversation,
-                    &p.edit_schema,
-                    &p.edit_check,
-                );
-                let repaired = match self.teacher_step(ask, record).await {
-                    Ok(reply) => reply.value,
-                    Err(End::Outcome(IterationOutcome::Failed { reason })) => {
-                        return End::rejected(format!("the edits could not be applied ({error}); {reason}"));
-                    }
-                    Err(end) => return end,
-                };
-                match self.try_edits(&state.best.spec, repaired, record) {
-                    Ok(spec) => spec,
-                    Err(Unusable::Disallowed) => {
-                        return End::rejected("none of the repaired edits is of an allowed kind");
-                    }
-                    Err(Unusable::Invalid(error)) => {
-                        return End::rejected(format!(
-                            "the edits could not be applied, even after a repair round: {error}"
-                        ));
-                    }
-                }
+        let reply = self.teacher_step(ask, record).await?;
+        let error = match self.try_edits(&state.best.spec, reply.value, record) {
+            Ok(spec) => return Ok(spec),
+            Err(Unusable::Disallowed) => {
+                return Err(End::rejected("none of the edits is of an allowed kind"));
             }
+            Err(Unusable::Invalid(error)) => error,
         };
-        record.durations.edit_ms = ms(phase.elapsed());
+        let mut conversation = reply.conversation;
+        conversation.push(Message::user(fill(REPAIR_USER, &[("error", &error)])));
+        let ask = self.teacher.ask::<EditReply>(
+            TeacherStep::Repair,
+            state.iteration,
+            conversation,
+            &p.edit_schema,
+            &p.edit_check,
+        );
+        let repaired = match self.teacher_step(ask, record).await {
+            Ok(reply) => reply.value,
+            Err(End::Outcome(IterationOutcome::Failed { reason })) => {
+                return Err(End::rejected(format!("the edits could not be applied ({error}); {reason}")));
+            }
+            Err(end) => return Err(end),
+        };
+        self.try_edits(&state.best.spec, repaired, record).map_err(|unusable| match unusable {
+            Unusable::Disallowed => End::rejected("none of the repaired edits is of an allowed kind"),
+            Unusable::Invalid(error) => {
+                End::rejected(format!("the edits could not be applied, even after a repair round: {error}"))
+            }
+        })
+    }
+
+    /// Rejects a candidate that changes nothing or repeats a rejected one, and stops when the
+    /// student calls left cannot pay for its evaluation; returns its content hash.
+    fn screen(
+        &self,
+        state: &LoopState,
+        record: &mut IterationRecord,
+        candidate: &WorkflowSpec,
+    ) -> Result<String, End> {
         let hash = candidate.content_hash();
         record.candidate_hash = Some(hash.clone());
         if hash == state.best.content_hash {
-            return End::rejected("the edits leave the workflow unchanged");
+            return Err(End::rejected("the edits leave the workflow unchanged"));
         }
         if let Some(previous) =
             state.rejected.iter().find(|r| r.candidate_hash.as_deref() == Some(hash.as_str()))
         {
-            return End::rejected(format!(
+            return Err(End::rejected(format!(
                 "identical to the candidate rejected in iteration {}",
                 previous.iteration
-            ));
+            )));
         }
-        let size = calls_per_run(&candidate);
+        let size = calls_per_run(candidate);
         let needed = self.runs(Split::Train) * size
             + self.runs(Split::Validation) * size.max(calls_per_run(&state.best.spec));
         if let Some(left) = self.gate.calls_left(ModelRole::Student).filter(|left| *left < needed) {
             let why = format!("student calls: the candidate needs {needed}, {left} are left");
-            return End::Stop(IterationOutcome::Interrupted { reason: why.clone() }, StopReason::Budget, why);
+            return Err(End::Stop(
+                IterationOutcome::Interrupted { reason: why.clone() },
+                StopReason::Budget,
+                why,
+            ));
         }
-
-        let phase = Instant::now();
-        let eval = match self.evaluate(&candidate).await {
-            Ok(eval) => eval,
-            Err(end) => return end,
-        };
-        record.durations.evaluate_ms = ms(phase.elapsed());
-        record.candidate = Some(eval.summary.clone());
-        match decide(&state.best.train, &eval.summary) {
-            Ok(reason) => {
-                state.best = Candidate {
-                    spec: candidate,
-                    content_hash: hash,
-                    train: eval.summary.clone(),
-                    iteration: state.iteration,
-                };
-                state.best_eval = Some(eval);
-                End::Outcome(IterationOutcome::Accepted { reason })
-            }
-            Err(reason) => End::rejected(reason),
-        }
+        Ok(hash)
     }
 
     /// Scores `spec` on the training examples, mapping interruptions and an unreachable
