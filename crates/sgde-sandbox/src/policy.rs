@@ -297,6 +297,9 @@ pub const SAFE_ATTRS: &[&str] = &[
     "decode",
     "hex",
     "fromhex",
+    "translate",
+    "maketrans",
+    "format_map",
     // list / dict / set / deque / Counter (mutators are safe: no shared container is
     // reachable through the other names in this list)
     "append",
@@ -343,6 +346,8 @@ pub const SAFE_ATTRS: &[&str] = &[
     "as_integer_ratio",
     "bit_count",
     "bit_length",
+    "to_bytes",
+    "from_bytes",
     "conjugate",
     "denominator",
     "imag",
