@@ -1,7 +1,7 @@
 //! [`Compiler`]: the public entry point, and the loop that drives iterations until a stop rule
 //! fires.
 //!
-//! A compile is a [`Session`]: the request, the gate (budget, deadline, cancellation), the
+//! A compile is a `Session`: the request, the gate (budget, deadline, cancellation), the
 //! evaluator, the teacher and the loop state. `run` scores the starting workflow and loops;
 //! `resume` rebuilds the state from a [`Checkpoint`] and loops. Either way the session ends with
 //! a [`CompileOutcome`] and a [`StopReason`] — every failure inside the loop is recorded, never

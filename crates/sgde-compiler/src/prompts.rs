@@ -3,7 +3,7 @@
 //! They are product, not plumbing: reviewed like code, and the files are the single source. The
 //! system prompts are static (so a provider's prompt cache can reuse them); everything that
 //! changes per iteration goes into the user message. Templates use `{{ name }}` placeholders
-//! filled in a single pass by [`fill`] — not minijinja, because the prompts quote minijinja
+//! filled in a single pass by `fill` — not minijinja, because the prompts quote minijinja
 //! syntax (`{{ inputs.question }}`) that must reach the teacher verbatim.
 
 use std::sync::LazyLock;

@@ -1,6 +1,6 @@
 //! What a compile spent, per role.
 //!
-//! Counted at the compiler's own door to the model client (see [`crate::gate`]), so a compile
+//! Counted at the compiler's own door to the model client (the `gate` module), so a compile
 //! job knows its cost without knowing which endpoints are behind the names. Cache hits are
 //! counted apart: they cost nothing, and a resumed job replays them.
 
