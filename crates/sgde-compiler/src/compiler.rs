@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sgde_llm::ModelClient;
@@ -201,6 +202,7 @@ impl Compiler {
             progress: self.progress.clone(),
             started: Instant::now(),
             elapsed_before: Duration::from_millis(elapsed_ms),
+            student_unreachable: AtomicBool::new(false),
         }
     }
 }
@@ -243,6 +245,8 @@ pub(crate) struct Session {
     progress: Option<Arc<dyn ProgressSink>>,
     started: Instant,
     elapsed_before: Duration,
+    /// An evaluation found every run failing on the model: validation would only fail again.
+    pub(crate) student_unreachable: AtomicBool,
 }
 
 impl Interrupt {
@@ -390,8 +394,10 @@ impl Session {
     /// builds the outcome.
     async fn finish(&self, state: LoopState, reason: StopReason, detail: String) -> CompileOutcome {
         let mut detail = detail;
+        // Not when the user or the clock stopped the compile, nor against a student that is down.
         let wants_validation = !self.request.validation.is_empty()
-            && !matches!(reason, StopReason::Cancelled | StopReason::Deadline);
+            && !matches!(reason, StopReason::Cancelled | StopReason::Deadline)
+            && !self.student_unreachable.load(Ordering::Relaxed);
         let validation = if wants_validation {
             self.gate.clear_refusal();
             let work = self.evaluator.evaluate(&state.best.spec, &self.request.validation, Split::Validation);

@@ -7,6 +7,7 @@
 //! deadline, cancellation — the compile then stops). Only accepted candidates replace the best;
 //! nothing a rejected candidate did survives except its line in the rejected-edit log.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sgde_llm::Message;
@@ -278,6 +279,7 @@ impl Session {
             }
             Ok(Err(e)) => Err(End::rejected(format!("the candidate cannot be run: {e}"))),
             Ok(Ok(eval)) if eval.model_unreachable() => {
+                self.student_unreachable.store(true, Ordering::Relaxed);
                 let why = format!("the student is unreachable: {}", eval.first_error().unwrap_or_default());
                 Err(End::Stop(IterationOutcome::Failed { reason: why.clone() }, StopReason::Error, why))
             }

@@ -11,6 +11,7 @@ use sgde_runtime::PreparedWorkflow;
 use sgde_workflow::WorkflowSpec;
 use utoipa::ToSchema;
 
+use crate::edits::check_candidate;
 use crate::error::CompileError;
 use crate::initial::initial_spec;
 use crate::metric::Metric;
@@ -227,6 +228,7 @@ impl CompileRequest {
         }
         self.metric.check()?;
         let spec = self.starting_spec()?;
+        check_candidate(&spec, &self.student).map_err(|e| CompileError::invalid("initial", e))?;
         let prepared = PreparedWorkflow::new(spec)
             .map_err(|e| CompileError::invalid("initial", format!("the workflow is not runnable: {e}")))?;
         for (split, examples) in [("train", &self.train), ("validation", &self.validation)] {

@@ -72,4 +72,26 @@ fn invalid_requests_name_the_field() {
         "validation[0].inputs"
     );
     assert_eq!(field(&|r| r.teacher = " ".into()), "teacher");
+    let on_the_teacher = sgde_workflow::WorkflowSpec::from_value(json!({
+        "schema": "sgde.workflow/v1",
+        "inputs": {"type": "object", "properties": {"question": {"type": "string"}}},
+        "output": "answer",
+        "nodes": {"answer": {"kind": "llm", "model": "teacher", "prompt": "{{ inputs.question }}"}}
+    }))
+    .unwrap();
+    assert_eq!(field(&|r| r.initial = Some(on_the_teacher.clone())), "initial");
+}
+
+/// The API spawns compile jobs on the runtime: the loop's futures must be `Send`.
+#[allow(dead_code)]
+fn compile_futures_are_send(compiler: &sgde_compiler::Compiler, checkpoint: sgde_compiler::Checkpoint) {
+    fn send<T: Send>(_: T) {}
+    send(compiler.run());
+    send(compiler.resume(checkpoint));
+    send(sgde_compiler::compile(request(), unreachable_deps()));
+}
+
+#[allow(dead_code)]
+fn unreachable_deps() -> sgde_compiler::CompilerDeps {
+    unimplemented!("only type-checked")
 }

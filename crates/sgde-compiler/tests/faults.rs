@@ -149,3 +149,17 @@ async fn the_compilers_own_teacher_timeout_bounds_a_slow_endpoint() {
     assert!(failure.message.contains("within 200 ms"), "{}", failure.message);
     assert_eq!(outcome.usage.teacher.failed_calls, 1, "the abandoned call is counted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_student_ends_the_compile_with_error() {
+    let down = Fault::Status { status: 503, message: "no capacity".into() };
+    let setup = Setup { student_rules: vec![Rule::any().fault(down)], ..Setup::default() };
+    let fixture = Fixture::with(reference_teacher(), setup).await;
+    let mut request = request();
+    request.validation = examples(3, 2);
+    let outcome = bounded(Compiler::new(request, fixture.deps.clone()).unwrap().run()).await;
+    assert_eq!(outcome.stop_reason, StopReason::Error);
+    assert!(outcome.stop_detail.contains("the student is unreachable"), "{}", outcome.stop_detail);
+    assert!(outcome.validation.is_none());
+    assert_eq!(fixture.teacher.request_count(), 0, "no teacher call for a compile that cannot run");
+}

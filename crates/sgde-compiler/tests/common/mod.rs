@@ -36,6 +36,7 @@ pub struct Setup {
     pub teacher_timeout_ms: u64,
     pub teacher_attempts: u32,
     pub teacher_rules: Vec<Rule>,
+    pub student_rules: Vec<Rule>,
     pub student_latency: Duration,
 }
 
@@ -45,6 +46,7 @@ impl Default for Setup {
             teacher_timeout_ms: 5_000,
             teacher_attempts: 2,
             teacher_rules: Vec::new(),
+            student_rules: Vec::new(),
             student_latency: Duration::ZERO,
         }
     }
@@ -64,12 +66,12 @@ impl Fixture {
 
     pub async fn with(script: ScriptedTeacher, setup: Setup) -> Self {
         let script = Arc::new(script);
-        let student = FakeOpenAi::builder()
-            .latency(setup.student_latency)
-            .responder(Arc::new(SimulatedStudent::new()))
-            .start()
-            .await
-            .expect("student server");
+        let mut builder = FakeOpenAi::builder().latency(setup.student_latency);
+        for rule in &setup.student_rules {
+            builder = builder.rule(rule.clone());
+        }
+        let student =
+            builder.responder(Arc::new(SimulatedStudent::new())).start().await.expect("student server");
         let mut builder: FakeOpenAiBuilder = FakeOpenAi::builder();
         for rule in &setup.teacher_rules {
             builder = builder.rule(rule.clone());
