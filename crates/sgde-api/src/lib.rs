@@ -14,11 +14,13 @@
 //! - [`routes`]: one module per resource under `/v1`, plus health, readiness and metrics.
 //! - [`exec`]: running a version and recording it; shared by execute and the workers.
 //! - [`worker`]: async runs and webhooks from the durable queue; [`webhook`]: signed delivery.
+//! - [`compile`]: the compile worker (checkpoints, progress, resume, result version).
 //! - [`models`]: model endpoints from the store as a `ModelClient`.
 //! - [`diff`]: structural diff of two versions.
 //! - [`metrics`]: Prometheus metrics; [`openapi`]: the OpenAPI document.
 
 pub mod auth;
+pub mod compile;
 pub mod diff;
 pub mod exec;
 pub mod extract;
@@ -63,6 +65,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::labels::router())
         .merge(routes::execute::router())
         .merge(routes::runs::router())
+        .merge(routes::compile_jobs::router())
         .merge(routes::executions::router())
         .merge(routes::keys::router());
     openapi::finish(router.get_openapi_mut());

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sgde_llm::{
-    ChatRequest, ChatResponse, EndpointConfig, ModelClient, ModelError, OpenAiClient, SecretSource,
+    ChatRequest, ChatResponse, EndpointConfig, ModelClient, ModelError, OpenAiClient, ResponseCache,
+    SecretSource,
 };
 use sgde_store::{Store, StoreError};
 
@@ -27,12 +28,31 @@ pub struct StoreModels {
     store: Arc<dyn Store>,
     secrets: Arc<dyn SecretSource>,
     ttl: Duration,
+    /// Shared by every client built here; `None` for serving, where sampling must stay live.
+    cache: Option<Arc<ResponseCache>>,
     clients: RwLock<HashMap<String, Entry>>,
 }
 
 impl StoreModels {
     pub fn new(store: Arc<dyn Store>, secrets: Arc<dyn SecretSource>, ttl: Duration) -> Self {
-        Self { store, secrets, ttl, clients: RwLock::new(HashMap::new()) }
+        Self { store, secrets, ttl, cache: None, clients: RwLock::new(HashMap::new()) }
+    }
+
+    /// The same endpoints, with every reply going through `cache`: what compile jobs use, so
+    /// that a resumed job finds the replies it already paid for.
+    pub fn cached(&self, cache: Arc<ResponseCache>) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            secrets: Arc::clone(&self.secrets),
+            ttl: self.ttl,
+            cache: Some(cache),
+            clients: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The stored config of endpoint `name` (prices, for compile estimates).
+    pub async fn config(&self, name: &str) -> Result<EndpointConfig, StoreError> {
+        Ok(self.store.get_endpoint(name).await?.config)
     }
 
     /// Forgets the client of `name` (after an update or delete through this replica).
@@ -66,7 +86,11 @@ impl StoreModels {
             entry.loaded = Instant::now();
             return Ok(Arc::clone(&entry.client));
         }
-        let client = Arc::new(OpenAiClient::new(endpoint.config.clone(), self.secrets.as_ref())?);
+        let mut builder = OpenAiClient::builder(endpoint.config.clone());
+        if let Some(cache) = &self.cache {
+            builder = builder.cache(Arc::clone(cache));
+        }
+        let client = Arc::new(builder.build(self.secrets.as_ref())?);
         clients.insert(
             name.to_owned(),
             Entry { loaded: Instant::now(), config: endpoint.config, client: Arc::clone(&client) },

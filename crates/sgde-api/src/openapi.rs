@@ -55,6 +55,7 @@ use crate::problem::{FieldError, Problem};
         (name = "labels", description = "Movable names for versions"),
         (name = "execute", description = "Synchronous execution"),
         (name = "runs", description = "Asynchronous runs on the durable queue"),
+        (name = "compile-jobs", description = "Compiling workflows with a teacher model, as durable jobs"),
         (name = "executions", description = "The execution log"),
         (name = "keys", description = "API keys"),
         (name = "system", description = "Health, readiness, metrics, schemas"),

@@ -64,6 +64,8 @@ pub struct AppState {
 struct Inner {
     store: Arc<dyn Store>,
     models: Arc<StoreModels>,
+    /// The same endpoints behind the persistent response cache, for compile jobs.
+    compile_models: Arc<StoreModels>,
     runtime: Runtime,
     sandbox: Sandbox,
     config: ApiConfig,
@@ -81,6 +83,9 @@ const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Bound on remembered keys (a flood of random tokens must not grow memory).
 const KEY_CACHE_MAX: usize = 10_000;
 
+/// Model replies a replica keeps in memory in front of the persistent cache.
+const COMPILE_CACHE: usize = 10_000;
+
 /// Prepared versions kept in memory; versions are immutable, so entries never go stale.
 const PREPARED_CACHE: usize = 512;
 
@@ -95,10 +100,14 @@ impl AppState {
         let capacity = NonZeroUsize::new(PREPARED_CACHE).unwrap_or(NonZeroUsize::MIN);
         // Before any handler or worker records: metrics recorded without a recorder are lost.
         crate::metrics::handle();
+        let backend: Arc<dyn sgde_llm::CacheBackend> = Arc::clone(&store) as Arc<dyn sgde_llm::CacheBackend>;
+        let cache = Arc::new(sgde_llm::ResponseCache::in_memory(COMPILE_CACHE).with_backend(backend));
+        let compile_models = Arc::new(models.cached(cache));
         Self {
             inner: Arc::new(Inner {
                 store,
                 models,
+                compile_models,
                 runtime,
                 sandbox,
                 config,
@@ -120,6 +129,11 @@ impl AppState {
 
     pub fn models(&self) -> &StoreModels {
         &self.inner.models
+    }
+
+    /// Model endpoints whose replies go through the persistent response cache.
+    pub fn compile_models(&self) -> Arc<StoreModels> {
+        Arc::clone(&self.inner.compile_models)
     }
 
     pub fn runtime(&self) -> &Runtime {

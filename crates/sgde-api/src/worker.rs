@@ -1,5 +1,5 @@
-//! The background workers of one replica: async runs and webhook deliveries from the durable
-//! queue.
+//! The background workers of one replica: async runs, compile jobs (see [`crate::compile`]) and
+//! webhook deliveries from the durable queue.
 //!
 //! Every replica runs the same loop: claim a job (`FOR UPDATE SKIP LOCKED`, with a lease), run it
 //! while a heartbeat keeps the lease, and end it only if the lease is still ours — so a replica
@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use sgde_store::{
-    ExecutionOutcome, ExecutionStatus, ExecutionUsage, Heartbeat, Job, NewJob, RUN_JOB_KIND, Retry,
-    RunPayload, VersionSelector,
+    COMPILE_JOB_KIND, ExecutionOutcome, ExecutionStatus, ExecutionUsage, Heartbeat, Job, NewJob,
+    RUN_JOB_KIND, Retry, RunPayload, VersionSelector,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +23,7 @@ use crate::state::AppState;
 use crate::{exec, webhook};
 
 /// Jobs this worker knows how to run.
-pub const KINDS: [&str; 2] = [RUN_JOB_KIND, webhook::WEBHOOK_JOB_KIND];
+pub const KINDS: [&str; 3] = [RUN_JOB_KIND, COMPILE_JOB_KIND, webhook::WEBHOOK_JOB_KIND];
 
 /// How often expired jobs with no attempts left are settled.
 const REAP_EVERY: Duration = Duration::from_secs(10);
@@ -126,6 +126,10 @@ async fn reap(state: &AppState) {
 
 /// Runs one claimed job to its end (or until its lease is lost or `stop` fires).
 pub async fn process_one(state: &AppState, job: Job, stop: CancellationToken) -> Outcome {
+    if job.kind == COMPILE_JOB_KIND {
+        // Compiles keep their own lease: a cancel request stops the compiler, not the task.
+        return crate::compile::process(state, &job, stop).await;
+    }
     let work = async {
         match job.kind.as_str() {
             RUN_JOB_KIND => process_run(state, &job).await,
@@ -152,13 +156,13 @@ pub async fn process_one(state: &AppState, job: Job, stop: CancellationToken) ->
     }
 }
 
-enum LeaseEnd {
+pub(crate) enum LeaseEnd {
     Lost,
     CancelRequested,
 }
 
 /// Extends the lease every third of its length; returns when it is lost or a cancel arrives.
-async fn keep_lease(state: &AppState, job: Uuid) -> LeaseEnd {
+pub(crate) async fn keep_lease(state: &AppState, job: Uuid) -> LeaseEnd {
     let config = state.config();
     let every = (config.job_lease / 3).max(Duration::from_millis(50));
     loop {
@@ -200,7 +204,7 @@ async fn cancel_run(state: &AppState, job: &Job) -> Outcome {
 }
 
 /// Backoff before retrying an attempt that failed for infrastructure reasons.
-fn backoff(attempts: i32) -> Duration {
+pub(crate) fn backoff(attempts: i32) -> Duration {
     Duration::from_secs(2u64.saturating_pow(u32::try_from(attempts.clamp(0, 8)).unwrap_or(8)))
 }
 

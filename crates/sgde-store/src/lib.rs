@@ -2,7 +2,7 @@
 //! Postgres, and the durable job queue that async runs and compile jobs live in.
 //!
 //! Callers program against the traits ([`EndpointRepo`], [`WorkflowRepo`], [`VersionRepo`],
-//! [`LabelRepo`], [`ExecutionRepo`], [`RunRepo`], [`KeyRepo`], [`IdempotencyRepo`],
+//! [`LabelRepo`], [`ExecutionRepo`], [`RunRepo`], [`CompileJobRepo`], [`KeyRepo`], [`IdempotencyRepo`],
 //! [`JobQueue`], [`Health`]) or the umbrella [`Store`] (`Arc<dyn Store>`), so that a second
 //! backend (SQLite, for the embedded single-node default) can be added without touching them.
 //! The traits speak plain serde record types (also `utoipa::ToSchema`, so the API can return
@@ -21,6 +21,8 @@
 //! - [`runs`]: asynchronous runs = an execution + its job, written and finished atomically.
 //! - [`keys`]: API keys hashed at rest, scopes, the bootstrap admin key.
 //! - [`idempotency`]: `Idempotency-Key` records with in-progress takeover and expiry.
+//! - [`compile_jobs`]: compile jobs = a queue job + request, estimate, progress, checkpoint,
+//!   iteration log and result.
 //! - [`jobs`]: the queue: leases, heartbeats, retries with backoff, exactly-once endings.
 //! - [`pg`]: [`PgStore`], the Postgres implementation of all of the above, migrations under an
 //!   advisory lock, and the persistent tier of `sgde_llm`'s response cache.
@@ -30,6 +32,7 @@
 //! queries are runtime-checked (`sqlx::query` with bound parameters; sqlx 0.9 accepts only
 //! `&'static str` SQL), so building needs neither a database nor `.sqlx` data.
 
+pub mod compile_jobs;
 pub mod endpoints;
 pub mod error;
 pub mod executions;
@@ -47,6 +50,9 @@ pub mod workflows;
 
 use async_trait::async_trait;
 
+pub use compile_jobs::{
+    COMPILE_JOB_KIND, CompileEnd, CompileJob, CompileJobFilter, CompileJobRepo, CompilePayload, NewCompileJob,
+};
 pub use endpoints::{Endpoint, EndpointRepo};
 pub use error::{Result, StoreError};
 pub use executions::{
@@ -83,10 +89,12 @@ pub trait Store:
     + LabelRepo
     + ExecutionRepo
     + RunRepo
+    + CompileJobRepo
     + KeyRepo
     + IdempotencyRepo
     + JobQueue
     + Health
+    + sgde_llm::CacheBackend
     + Send
     + Sync
 {
@@ -99,10 +107,12 @@ impl<T> Store for T where
         + LabelRepo
         + ExecutionRepo
         + RunRepo
+        + CompileJobRepo
         + KeyRepo
         + IdempotencyRepo
         + JobQueue
         + Health
+        + sgde_llm::CacheBackend
         + Send
         + Sync
 {

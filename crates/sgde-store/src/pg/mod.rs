@@ -9,6 +9,7 @@
 //! (`$n * interval '1 microsecond'`) so that no interval encoding is involved.
 
 mod cache;
+mod compile_jobs;
 mod endpoints;
 mod executions;
 mod idempotency;

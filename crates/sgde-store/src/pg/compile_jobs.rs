@@ -1,0 +1,272 @@
+//! [`CompileJobRepo`] on Postgres: table `compile_jobs` beside its queue job in `jobs`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::PgStore;
+use super::jobs::{cancel_in, end_job, enqueue_job, fail_in};
+use crate::compile_jobs::{
+    COMPILE_JOB_KIND, CompileEnd, CompileJob, CompileJobFilter, CompileJobRepo, NewCompileJob,
+};
+use crate::error::{Result, StoreError};
+use crate::jobs::{CancelOutcome, FailOutcome, JobStatus, NewJob, Retry};
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    workflow: String,
+    request: Value,
+    status: String,
+    stop_reason: Option<String>,
+    stop_detail: Option<String>,
+    progress: Value,
+    estimate: Value,
+    result_version_id: Option<Uuid>,
+    error: Option<Value>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<Row> for CompileJob {
+    type Error = StoreError;
+
+    fn try_from(r: Row) -> Result<Self> {
+        Ok(CompileJob {
+            id: r.id,
+            workflow: r.workflow,
+            request: r.request,
+            status: JobStatus::parse(&r.status)?,
+            stop_reason: r.stop_reason,
+            stop_detail: r.stop_detail,
+            progress: r.progress,
+            estimate: r.estimate,
+            result_version_id: r.result_version_id,
+            error: r.error,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+/// Sets the compile's status after its queue job ended without a result.
+async fn settle<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
+    status: JobStatus,
+    error: Option<&Value>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE compile_jobs SET status = $2, error = coalesce($3, error),
+             stop_reason = coalesce(stop_reason, CASE WHEN $2 = 'cancelled' THEN 'cancelled' ELSE 'error' END),
+             updated_at = now(), finished_at = now()
+         WHERE id = $1 AND status IN ('queued', 'running')",
+    )
+    .bind(id)
+    .bind(status.as_str())
+    .bind(error)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl CompileJobRepo for PgStore {
+    async fn submit_compile_job(&self, new: &NewCompileJob) -> Result<CompileJob> {
+        let job = NewJob {
+            id: new.id,
+            kind: COMPILE_JOB_KIND.to_owned(),
+            payload: json!({ "compile_job_id": new.id }),
+            max_attempts: new.max_attempts,
+            delay: std::time::Duration::ZERO,
+        };
+        let mut tx = self.pool.begin().await?;
+        enqueue_job(&mut *tx, &job).await?;
+        let row: Row = sqlx::query_as(
+            "INSERT INTO compile_jobs (id, workflow, request, estimate) VALUES ($1, $2, $3, $4)
+             RETURNING id, workflow, request, status, stop_reason, stop_detail, progress, estimate,
+                       result_version_id, error, created_at, updated_at, finished_at",
+        )
+        .bind(new.id)
+        .bind(&new.workflow)
+        .bind(&new.request)
+        .bind(&new.estimate)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    async fn get_compile_job(&self, id: Uuid) -> Result<CompileJob> {
+        let row: Row = sqlx::query_as(
+            "SELECT id, workflow, request, status, stop_reason, stop_detail, progress, estimate,
+                    result_version_id, error, created_at, updated_at, finished_at
+             FROM compile_jobs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::not_found("compile job"))?;
+        row.try_into()
+    }
+
+    async fn list_compile_jobs(&self, filter: &CompileJobFilter) -> Result<Vec<CompileJob>> {
+        let limit = i64::from(filter.limit.unwrap_or(50).clamp(1, 200));
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, workflow, request, status, stop_reason, stop_detail, progress, estimate,
+                    result_version_id, error, created_at, updated_at, finished_at
+             FROM compile_jobs
+             WHERE ($1::text IS NULL OR workflow = $1) AND ($2::text IS NULL OR status = $2)
+             ORDER BY created_at DESC, id DESC LIMIT $3",
+        )
+        .bind(filter.workflow.as_deref())
+        .bind(filter.status.map(JobStatus::as_str))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(CompileJob::try_from).collect()
+    }
+
+    async fn start_compile_job(&self, id: Uuid) -> Result<Option<Value>> {
+        let checkpoint: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE compile_jobs SET status = 'running', updated_at = now()
+             WHERE id = $1 AND status IN ('queued', 'running') RETURNING checkpoint",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match checkpoint {
+            Some(Some(text)) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("compile checkpoint of {id}: {e}"))),
+            Some(None) => Ok(None),
+            None => Err(StoreError::NotFound { what: "compile job" }),
+        }
+    }
+
+    async fn save_compile_checkpoint(
+        &self,
+        id: Uuid,
+        checkpoint: &Value,
+        records: &[(u32, Value)],
+    ) -> Result<()> {
+        // As text: see the migration for why key order matters.
+        let text = serde_json::to_string(checkpoint)
+            .map_err(|e| StoreError::Corrupt(format!("compile checkpoint of {id}: {e}")))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE compile_jobs SET checkpoint = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(text)
+            .execute(&mut *tx)
+            .await?;
+        for (iteration, record) in records {
+            sqlx::query(
+                "INSERT INTO compile_iterations (job_id, iteration, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (job_id, iteration) DO NOTHING",
+            )
+            .bind(id)
+            .bind(i32::try_from(*iteration).unwrap_or(i32::MAX))
+            .bind(record)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_compile_progress(&self, id: Uuid, progress: &Value) -> Result<()> {
+        sqlx::query("UPDATE compile_jobs SET progress = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(progress)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_compile_iterations(&self, id: Uuid) -> Result<Vec<Value>> {
+        // A 404 for an unknown job rather than an empty list.
+        self.get_compile_job(id).await?;
+        let records: Vec<Value> =
+            sqlx::query_scalar("SELECT record FROM compile_iterations WHERE job_id = $1 ORDER BY iteration")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(records)
+    }
+
+    async fn finish_compile_job(&self, id: Uuid, worker: &str, end: &CompileEnd) -> Result<bool> {
+        let result = json!({ "result_version_id": end.result_version_id, "stop_reason": end.stop_reason });
+        let job_status = match end.status {
+            JobStatus::Cancelled => JobStatus::Cancelled,
+            _ => JobStatus::Succeeded,
+        };
+        let mut tx = self.pool.begin().await?;
+        if !end_job(&mut *tx, id, worker, job_status, Some(&result)).await? {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE compile_jobs SET status = $2, stop_reason = $3, stop_detail = $4,
+                 result_version_id = $5, error = $6, progress = $7, updated_at = now(),
+                 finished_at = now()
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(end.status.as_str())
+        .bind(end.stop_reason.as_deref())
+        .bind(end.stop_detail.as_deref())
+        .bind(end.result_version_id)
+        .bind(end.error.as_ref())
+        .bind(&end.progress)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn fail_compile_job(
+        &self,
+        id: Uuid,
+        worker: &str,
+        error: &Value,
+        retry: Retry,
+    ) -> Result<FailOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let outcome = fail_in(&mut *tx, id, worker, error, retry).await?;
+        match outcome {
+            FailOutcome::NotOwner => return Ok(outcome),
+            FailOutcome::Failed => settle(&mut *tx, id, JobStatus::Failed, Some(error)).await?,
+            FailOutcome::Cancelled => settle(&mut *tx, id, JobStatus::Cancelled, None).await?,
+            FailOutcome::Retrying { .. } => {
+                sqlx::query(
+                    "UPDATE compile_jobs SET status = 'queued', error = $2, updated_at = now()
+                     WHERE id = $1 AND status = 'running'",
+                )
+                .bind(id)
+                .bind(error)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn cancel_compile_job(&self, id: Uuid) -> Result<CancelOutcome> {
+        let mut tx = self.pool.begin().await?;
+        // Lock the compile's row first so that a concurrent finish waits for us.
+        let _: Uuid = sqlx::query_scalar("SELECT id FROM compile_jobs WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::not_found("compile job"))?;
+        let outcome = cancel_in(&mut tx, id).await?;
+        if outcome == CancelOutcome::Cancelled {
+            settle(&mut *tx, id, JobStatus::Cancelled, None).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,279 @@
+//! Compile jobs end to end: the service runs the compiler as a durable queue job against the
+//! testkit's simulated student and a scripted teacher (the reference path of sgde-compiler's own
+//! tests: offload the arithmetic to Python, then wrap it in consensus).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Api, Harness, ServiceConfig, endpoint_config, eventually};
+use serde_json::{Value, json};
+use sgde_testkit::{
+    Difficulty, FakeOpenAi, ProblemGenerator, ScriptedTeacher, SimulatedStudent, TeacherReply,
+};
+
+const CRITIC: &str = "You are the critic";
+const EDITOR: &str = "You are the editor";
+
+fn examples(seed: u64, count: usize) -> Vec<Value> {
+    ProblemGenerator::new(seed)
+        .batch(count, Difficulty::Hard)
+        .into_iter()
+        .map(|p| json!({"inputs": {"question": p.question}, "expected": p.answer}))
+        .collect()
+}
+
+fn critique(text: &str) -> TeacherReply {
+    TeacherReply::Json(json!({
+        "diagnosis": text,
+        "critiques": [{"node": "answer", "critique": text, "severity": "high"}]
+    }))
+}
+
+fn edits(ops: Value) -> TeacherReply {
+    TeacherReply::Json(json!({"rationale": "scripted", "edits": ops}))
+}
+
+fn offload_ops() -> Value {
+    json!([
+        {"op": "insert_node", "id": "extract", "dependents": ["answer"], "node": {
+            "kind": "llm", "model": "student",
+            "system": "You read arithmetic word problems and list every quantity they mention.",
+            "prompt": "Extract the quantities from the problem as a JSON object mapping short snake_case names to numbers.\n\nProblem: {{ inputs.question }}",
+            "decoding": {"temperature": 0.0, "max_tokens": 256},
+            "parser": {"type": "json", "schema": {"type": "object", "additionalProperties": {"type": "number"}}}
+        }},
+        {"op": "set_prompt", "node": "answer",
+         "system": "You write one Python expression that answers an arithmetic word problem.",
+         "prompt": "Write a single Python expression that computes the answer, using the names below. Reply with the expression only.\n\nNames: {{ extract | tojson }}\nProblem: {{ inputs.question }}"},
+        {"op": "set_parser", "node": "answer", "parser": {"type": "text"}},
+        {"op": "set_decoding", "node": "answer", "decoding": {"temperature": 0.7, "max_tokens": 128}},
+        {"op": "offload_to_code", "node": "answer", "mode": "insert_after", "renamed_to": "expression",
+         "code": "def run(expression, extract):\n    text = expression.strip().strip('`').strip()\n    if text.startswith('python'):\n        text = text[len('python'):].strip()\n    value = eval(text, {'__builtins__': {}}, dict(extract))\n    return int(value) if float(value).is_integer() else value\n"},
+        {"op": "rewire", "node": "answer", "deps": ["expression", "extract"]}
+    ])
+}
+
+fn consensus_ops() -> Value {
+    json!([
+        {"op": "wrap_in_consensus", "nodes": ["expression", "answer"], "samples": 5,
+         "vote": {"method": "plurality", "normalize": {"type": "number", "tolerance": 1e-6}, "quorum": 3}}
+    ])
+}
+
+fn reference_teacher() -> ScriptedTeacher {
+    ScriptedTeacher::new()
+        .script(
+            CRITIC,
+            [
+                critique(
+                    "The arithmetic is wrong: offload it to a code node evaluating a Python expression.",
+                ),
+                critique("Samples disagree: wrap expression → evaluation in a 5-sample consensus."),
+            ],
+        )
+        .script(EDITOR, [edits(offload_ops()), edits(consensus_ops())])
+}
+
+/// The service with the simulated student as endpoint `student` and `teacher` as endpoint
+/// `teacher`.
+async fn harness(teacher: ScriptedTeacher, student_latency: Duration) -> (Harness, FakeOpenAi) {
+    let student = FakeOpenAi::builder()
+        .latency(student_latency)
+        .responder(Arc::new(SimulatedStudent::new()))
+        .start()
+        .await
+        .expect("student server");
+    let teacher = FakeOpenAi::builder().responder(Arc::new(teacher)).start().await.expect("teacher");
+    let config = ServiceConfig::default().env("SGDE_JOB_LEASE_SECS", 2);
+    let h = Harness::with(student, config).await;
+    h.admin().post("/v1/endpoints", &endpoint_config("teacher", &teacher)).await.expect(201);
+    (h, teacher)
+}
+
+fn job_request(workflow: &str) -> Value {
+    json!({
+        "workflow": workflow,
+        "task": "Solve arithmetic word problems about shops, farms, trains and savings.",
+        "train": examples(7, 3),
+        "validation": examples(1001, 5),
+        "metric": {"kind": "numeric", "tolerance": 1e-6},
+        "teacher": "teacher",
+        "student": "student",
+        "seed": 42,
+        "label": "production"
+    })
+}
+
+async fn submit(api: &Api, body: &Value) -> String {
+    let reply = api.post("/v1/compile-jobs", body).await;
+    let location = reply.header("location").map(str::to_owned);
+    let job = reply.expect(202);
+    let id = job["id"].as_str().expect("job id").to_owned();
+    assert_eq!(location.as_deref(), Some(format!("/v1/compile-jobs/{id}").as_str()));
+    assert!(job["estimate"]["first_iteration"]["student_calls"].as_u64().unwrap() > 0, "{job}");
+    id
+}
+
+async fn wait_finished(api: &Api, id: &str) -> Value {
+    eventually("the compile job to finish", || async {
+        let job = api.get(&format!("/v1/compile-jobs/{id}")).await.expect(200);
+        matches!(job["status"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(job)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compile_job_reaches_a_perfect_workflow_that_executes() {
+    let (h, teacher) = harness(reference_teacher(), Duration::ZERO).await;
+    let admin = h.admin();
+    let id = submit(&admin, &job_request("arith")).await;
+    let job = wait_finished(&admin, &id).await;
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", h.service.logs());
+    assert_eq!(job["stop_reason"], "perfect", "{job}");
+    let progress = &job["progress"];
+    assert_eq!(progress["best_score"], 1.0, "{progress}");
+    assert_eq!(progress["teacher_calls"], 4, "{progress}");
+    assert!(progress["student_calls"].as_u64().unwrap() > 0 && progress["tokens"].as_u64().unwrap() > 0);
+    assert_eq!(progress["score_history"].as_array().unwrap().len(), 3, "{progress}");
+    assert_eq!(teacher.request_count(), 4);
+
+    // The iteration log: two accepted iterations with critiques and edits.
+    let iterations = admin.get(&format!("/v1/compile-jobs/{id}/iterations")).await.expect(200);
+    let items = iterations["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{iterations}");
+    for (i, record) in items.iter().enumerate() {
+        assert_eq!(record["iteration"], i as u64 + 1);
+        assert_eq!(record["critiques"][0]["node"], "answer");
+        assert!(
+            record["outcome"].get("accepted").is_some() || record["outcome"].to_string().contains("ccepted")
+        );
+    }
+
+    // The result: a new workflow whose version has lineage and metrics, labelled, and that runs.
+    let version_id = job["result_version_id"].as_str().expect("a result version").to_owned();
+    let version = admin.get("/v1/workflows/arith/versions/production").await.expect(200);
+    assert_eq!(version["id"], version_id.as_str());
+    assert_eq!(version["source"], "compile");
+    assert_eq!(version["job_id"], id.as_str());
+    assert_eq!(version["metrics"]["train_score"], 1.0);
+    assert_eq!(version["metrics"]["validation_score"], 1.0, "{}", version["metrics"]);
+    assert!(version["metrics"]["mean_student_tokens_per_run"].as_f64().unwrap() > 0.0);
+    assert!(version["metrics"]["compile_cost"]["teacher"]["calls"].as_u64().unwrap() == 4);
+    let problem = ProblemGenerator::new(4242).batch(1, Difficulty::Hard).remove(0);
+    let run = admin
+        .post("/v1/workflows/arith/execute", &json!({"inputs": {"question": problem.question}}))
+        .await
+        .expect(200);
+    let output = run["output"].as_f64().or_else(|| run["output"].as_str().and_then(|s| s.parse().ok()));
+    assert_eq!(output, Some(problem.answer as f64), "{run}");
+
+    // Listing and filtering.
+    let listed = admin.get("/v1/compile-jobs?workflow=arith&status=succeeded").await.expect(200);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let none = admin.get("/v1/compile-jobs?workflow=other").await.expect(200);
+    assert!(none["items"].as_array().unwrap().is_empty());
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_budget_that_cannot_fit_one_iteration_is_refused() {
+    let (h, _teacher) = harness(ScriptedTeacher::new(), Duration::ZERO).await;
+    let mut body = job_request("arith");
+    body["budget"] = json!({"max_student_calls": 2});
+    let reply = h.admin().post("/v1/compile-jobs", &body).await;
+    reply.problem(422, "invalid_request");
+    assert_eq!(reply.pointers(), vec!["/budget/max_student_calls".to_owned()]);
+    body["budget"] = json!({});
+    body["train"] = json!([]);
+    let reply = h.admin().post("/v1/compile-jobs", &body).await;
+    assert_eq!(reply.status, 422);
+    assert_eq!(reply.pointers(), vec!["/train".to_owned()]);
+    body["train"] = json!(examples(7, 1));
+    body["teacher"] = json!("nobody");
+    let reply = h.admin().post("/v1/compile-jobs", &body).await;
+    assert_eq!(reply.pointers(), vec!["/teacher".to_owned()]);
+    let listed = h.admin().get("/v1/compile-jobs").await.expect(200);
+    assert!(listed["items"].as_array().unwrap().is_empty());
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_compile_job_is_cancelled_promptly() {
+    // A slow student keeps the job inside its baseline evaluation.
+    let (h, _teacher) = harness(reference_teacher(), Duration::from_secs(2)).await;
+    let admin = h.admin();
+    let id = submit(&admin, &job_request("slow")).await;
+    eventually("the job to start", || async {
+        let job = admin.get(&format!("/v1/compile-jobs/{id}")).await.expect(200);
+        (job["status"] == "running").then_some(())
+    })
+    .await;
+    let cancel = admin.post(&format!("/v1/compile-jobs/{id}/cancel"), &json!({})).await.expect(200);
+    assert!(["cancel_requested", "cancelled"].contains(&cancel["status"].as_str().unwrap()), "{cancel}");
+    let job = wait_finished(&admin, &id).await;
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert_eq!(job["stop_reason"], "cancelled");
+    assert!(job["result_version_id"].is_null());
+    let again = admin.post(&format!("/v1/compile-jobs/{id}/cancel"), &json!({})).await.expect(200);
+    assert_eq!(again["status"], "already_finished");
+    admin.get(&format!("/v1/compile-jobs/{}", uuid::Uuid::new_v4())).await.problem(404, "not_found");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_resumes_the_compile_without_paying_twice() {
+    // A slow teacher: between the first checkpoint and the next student call there is time to
+    // look at what the student has answered so far.
+    let student = FakeOpenAi::builder()
+        .latency(Duration::from_millis(100))
+        .responder(Arc::new(SimulatedStudent::new()))
+        .start()
+        .await
+        .expect("student server");
+    let teacher = FakeOpenAi::builder()
+        .latency(Duration::from_millis(300))
+        .responder(Arc::new(reference_teacher()))
+        .start()
+        .await
+        .expect("teacher");
+    let config = ServiceConfig::default().env("SGDE_JOB_LEASE_SECS", 2);
+    let mut h = Harness::with(student, config.clone()).await;
+    h.admin().post("/v1/endpoints", &endpoint_config("teacher", &teacher)).await.expect(201);
+    let id = submit(&h.admin(), &job_request("durable")).await;
+
+    // Iteration 1 is checkpointed: every student call so far has been answered (and cached).
+    let admin = h.admin();
+    eventually("the first iteration", || async {
+        let iterations = admin.get(&format!("/v1/compile-jobs/{id}/iterations")).await.expect(200);
+        (!iterations["items"].as_array().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    let answered: BTreeSet<String> = h.fake.requests().iter().map(|r| r.body.to_string()).collect();
+    // Kill mid-iteration 2, once its teacher steps are done and its student calls have begun.
+    eventually("iteration 2's evaluation", || async {
+        (teacher.request_count() == 4 && h.fake.request_count() > answered.len()).then_some(())
+    })
+    .await;
+    h.restart(&config).await;
+    let before_restart = h.fake.request_count();
+    let admin = h.admin();
+    let job = wait_finished(&admin, &id).await;
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", h.service.logs());
+    assert_eq!(job["stop_reason"], "perfect", "{job}");
+    // Every teacher reply was used once: a repeated call would have got the next script entry.
+    assert_eq!(teacher.request_count(), 4, "the teacher was asked again after the restart");
+    // No student call answered before the crash was sent again (resuming re-runs the best
+    // candidate's forward pass: the persistent cache answered it).
+    let resent: Vec<String> = h.fake.requests()[before_restart..]
+        .iter()
+        .map(|r| r.body.to_string())
+        .filter(|body| answered.contains(body))
+        .collect();
+    assert!(resent.is_empty(), "{} answered student calls were paid twice", resent.len());
+    let iterations = admin.get(&format!("/v1/compile-jobs/{id}/iterations")).await.expect(200);
+    assert_eq!(iterations["items"].as_array().unwrap().len(), 2);
+    h.finish().await;
+}
