@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Api, Harness, ServiceConfig, endpoint_config, eventually};
@@ -125,11 +125,34 @@ async fn wait_finished(api: &Api, id: &str) -> Value {
     .await
 }
 
+/// A webhook receiver on port 0 that keeps every body it is sent.
+async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::Json<Value>| {
+            let log = Arc::clone(&log);
+            async move {
+                log.lock().unwrap().push(body.0);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compile_job_reaches_a_perfect_workflow_that_executes() {
     let (h, teacher) = harness(reference_teacher(), Duration::ZERO).await;
     let admin = h.admin();
-    let id = submit(&admin, &job_request("arith")).await;
+    let (url, deliveries) = receiver().await;
+    let mut body = job_request("arith");
+    body["webhook_url"] = json!(url);
+    let id = submit(&admin, &body).await;
     let job = wait_finished(&admin, &id).await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", h.service.logs());
     assert_eq!(job["stop_reason"], "perfect", "{job}");
@@ -175,6 +198,13 @@ async fn a_compile_job_reaches_a_perfect_workflow_that_executes() {
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     let none = admin.get("/v1/compile-jobs?workflow=other").await.expect(200);
     assert!(none["items"].as_array().unwrap().is_empty());
+
+    // The completion webhook carries the finished job.
+    let delivered =
+        eventually("the completion webhook", || async { deliveries.lock().unwrap().first().cloned() }).await;
+    assert_eq!(delivered["event"], "compile_job.finished");
+    assert_eq!(delivered["compile_job"]["id"], id.as_str());
+    assert_eq!(delivered["compile_job"]["stop_reason"], "perfect");
     h.finish().await;
 }
 

@@ -9,7 +9,8 @@
 //! - The lease is heartbeated for the whole compile; a cancel request seen at a heartbeat cancels
 //!   the compiler's token, which stops it between model calls with the best candidate so far.
 //! - On finish the best candidate becomes a version (source `compile`, parent, job id, metrics),
-//!   the requested label moves to it, and the job ends with its stop reason.
+//!   the requested label moves to it, and the job ends with its stop reason; a completion webhook
+//!   is queued if the request asked for one.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +23,7 @@ use sgde_compiler::{
     ProgressEvent, StopReason,
 };
 use sgde_store::{
-    CompileEnd, CompilePayload, Job, JobStatus, NewVersion, NewWorkflow, Retry, Store, StoreError,
+    CompileEnd, CompilePayload, Job, JobStatus, NewJob, NewVersion, NewWorkflow, Retry, Store, StoreError,
     VersionSource,
 };
 use tokio::sync::mpsc;
@@ -230,9 +231,29 @@ pub async fn process(state: &AppState, job: &Job, stop: CancellationToken) -> Ou
     };
     drop(compiler);
     let progress = writer.await.unwrap_or_default().to_value();
-    match finish(state, id, &stored, &outcome, progress).await {
+    let ended = match finish(state, id, &stored, &outcome, progress).await {
         Ok(end) => self::end(state, id, end).await,
-        Err(e) => retry(format!("cannot record the result: {e}")).await,
+        Err(e) => return retry(format!("cannot record the result: {e}")).await,
+    };
+    if matches!(ended, Outcome::Done | Outcome::Cancelled)
+        && let Some(url) = &stored.webhook_url
+    {
+        notify(state, id, url).await;
+    }
+    ended
+}
+
+/// Queues the completion webhook of a compile job.
+async fn notify(state: &AppState, id: Uuid, url: &str) {
+    let job = NewJob {
+        id: Uuid::now_v7(),
+        kind: crate::webhook::WEBHOOK_JOB_KIND.to_owned(),
+        payload: json!({"compile_job_id": id, "url": url}),
+        max_attempts: state.config().webhook_max_attempts,
+        delay: std::time::Duration::ZERO,
+    };
+    if let Err(e) = state.store().enqueue(&job).await {
+        tracing::warn!(error = %e, "cannot queue a compile job's webhook");
     }
 }
 

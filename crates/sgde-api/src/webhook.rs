@@ -1,4 +1,5 @@
-//! Completion webhooks: the finished run POSTed to the caller's URL, signed, retried with backoff.
+//! Completion webhooks: the finished run or compile job POSTed to the caller's URL, signed,
+//! retried with backoff.
 //!
 //! Signature (when the service has a webhook secret): header `X-Sgde-Signature: t=<unix
 //! seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, the scheme Stripe made familiar, so a
@@ -20,9 +21,13 @@ use crate::worker::Outcome;
 pub const WEBHOOK_JOB_KIND: &str = "webhook";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What to announce: a finished run (`execution_id`) or a finished compile job (`compile_job_id`).
 #[derive(Debug, Deserialize)]
 struct Payload {
-    execution_id: Uuid,
+    #[serde(default)]
+    execution_id: Option<Uuid>,
+    #[serde(default)]
+    compile_job_id: Option<Uuid>,
     url: String,
 }
 
@@ -58,14 +63,27 @@ pub async fn deliver(state: &AppState, job: &Job) -> Outcome {
             return Outcome::Failed;
         }
     };
-    let execution = match state.store().get_execution(payload.execution_id).await {
-        Ok(mut e) => {
-            e.trace = None;
-            e
+    let (event, body) = match (payload.execution_id, payload.compile_job_id) {
+        (Some(id), _) => match state.store().get_execution(id).await {
+            Ok(mut execution) => {
+                execution.trace = None;
+                ("run.finished", json!({"event": "run.finished", "run": execution}))
+            }
+            Err(e) => return retry(state, job, format!("cannot load the run: {e}")).await,
+        },
+        (None, Some(id)) => match state.store().get_compile_job(id).await {
+            Ok(compile) => {
+                ("compile_job.finished", json!({"event": "compile_job.finished", "compile_job": compile}))
+            }
+            Err(e) => return retry(state, job, format!("cannot load the compile job: {e}")).await,
+        },
+        (None, None) => {
+            let error = json!({"code": "bad_payload", "message": "nothing to announce"});
+            let _ = state.store().fail_job(job.id, worker, &error, Retry::Never).await;
+            return Outcome::Failed;
         }
-        Err(e) => return retry(state, job, format!("cannot load the run: {e}")).await,
     };
-    let body = match serde_json::to_vec(&json!({"event": "run.finished", "run": execution})) {
+    let body = match serde_json::to_vec(&body) {
         Ok(b) => b,
         Err(e) => return retry(state, job, e.to_string()).await,
     };
@@ -73,7 +91,7 @@ pub async fn deliver(state: &AppState, job: &Job) -> Outcome {
         .post(&payload.url)
         .header("content-type", "application/json")
         .header("x-sgde-delivery", job.id.to_string())
-        .header("x-sgde-event", "run.finished");
+        .header("x-sgde-event", event);
     if let Some(secret) = &state.config().webhook_secret {
         request =
             request.header("x-sgde-signature", signature(secret, chrono::Utc::now().timestamp(), &body));

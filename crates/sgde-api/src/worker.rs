@@ -99,12 +99,25 @@ pub async fn run_workers(state: AppState, shutdown: CancellationToken, grace: Du
     }
 }
 
-/// Settles jobs that expired with no attempts left: their runs are marked failed.
+/// Settles jobs that expired with no attempts left: their runs and compiles are marked failed
+/// (or cancelled, if a cancel was pending).
 async fn reap(state: &AppState) {
     let jobs = match state.store().reap_expired().await {
         Ok(jobs) => jobs,
         Err(e) => return tracing::warn!(error = %e, "reaping expired jobs failed"),
     };
+    for job in jobs.iter().filter(|j| j.kind == COMPILE_JOB_KIND) {
+        let cancelled = job.status == sgde_store::JobStatus::Cancelled;
+        let (status, error) = if cancelled {
+            (sgde_store::JobStatus::Cancelled, None)
+        } else {
+            let error = json!({"code": "worker_lost", "message": "the compile's worker stopped responding too many times"});
+            (sgde_store::JobStatus::Failed, Some(error))
+        };
+        if let Err(e) = state.store().settle_compile_job(job.id, status, error.as_ref()).await {
+            tracing::warn!(error = %e, job = %job.id, "could not settle a reaped compile job");
+        }
+    }
     for job in jobs.into_iter().filter(|j| j.kind == RUN_JOB_KIND) {
         let Ok(payload) = serde_json::from_value::<RunPayload>(job.payload.clone()) else { continue };
         let cancelled = job.status == sgde_store::JobStatus::Cancelled;

@@ -126,6 +126,10 @@ pub trait CompileJobRepo: Send + Sync {
         retry: Retry,
     ) -> Result<FailOutcome>;
 
+    /// Settles a compile whose queue job ended without its worker ([`crate::JobQueue::reap_expired`]):
+    /// `failed` with `error`, or `cancelled`. A compile that already ended is left alone.
+    async fn settle_compile_job(&self, id: Uuid, status: JobStatus, error: Option<&Value>) -> Result<()>;
+
     /// Cancels a queued compile at once; asks a running one to stop.
     async fn cancel_compile_job(&self, id: Uuid) -> Result<CancelOutcome>;
 }

@@ -117,6 +117,10 @@ async fn compile_jobs_are_cancelled_failed_listed_and_filtered() {
     assert_eq!((failed.status, failed.error), (JobStatus::Failed, Some(error)));
     assert_eq!(failed.stop_reason.as_deref(), Some("error"));
 
+    // Settling never overrides an ended compile.
+    store.settle_compile_job(failing.id, JobStatus::Cancelled, None).await.unwrap();
+    assert_eq!(store.get_compile_job(failing.id).await.unwrap().status, JobStatus::Failed);
+
     let all = store.list_compile_jobs(&CompileJobFilter::default()).await.unwrap();
     assert_eq!(all.iter().map(|j| j.id).collect::<Vec<_>>(), vec![failing.id, running.id, queued.id]);
     let of_w = CompileJobFilter { workflow: Some("w".into()), ..CompileJobFilter::default() };

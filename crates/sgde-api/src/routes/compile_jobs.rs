@@ -76,7 +76,8 @@ pub struct SubmitCompileJob {
     /// Label to move to the result on success.
     #[serde(default)]
     pub label: Option<String>,
-    /// Called when the job ends (not yet delivered by this version).
+    /// Called with the finished job (POST, JSON, event `compile_job.finished`, signed like run
+    /// webhooks), retried with backoff.
     #[serde(default)]
     pub webhook_url: Option<String>,
 }

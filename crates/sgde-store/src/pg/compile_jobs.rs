@@ -254,6 +254,10 @@ impl CompileJobRepo for PgStore {
         Ok(outcome)
     }
 
+    async fn settle_compile_job(&self, id: Uuid, status: JobStatus, error: Option<&Value>) -> Result<()> {
+        settle(&self.pool, id, status, error).await
+    }
+
     async fn cancel_compile_job(&self, id: Uuid) -> Result<CancelOutcome> {
         let mut tx = self.pool.begin().await?;
         // Lock the compile's row first so that a concurrent finish waits for us.
