@@ -208,6 +208,26 @@ async fn a_compile_job_reaches_a_perfect_workflow_that_executes() {
     h.finish().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_budget_ends_with_the_best_so_far_as_a_version() {
+    let (h, teacher) = harness(reference_teacher(), Duration::ZERO).await;
+    let admin = h.admin();
+    let mut body = job_request("budgeted");
+    body["budget"] = json!({"max_iterations": 1});
+    let id = submit(&admin, &body).await;
+    let job = wait_finished(&admin, &id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["stop_reason"], "budget", "{job}");
+    assert_eq!(teacher.request_count(), 2, "one iteration: critique and edit");
+    let best = job["progress"]["best_score"].as_f64().unwrap();
+    assert!(best > job["progress"]["score_history"][0].as_f64().unwrap(), "{job}");
+    let version = admin.get("/v1/workflows/budgeted/versions/production").await.expect(200);
+    assert_eq!(version["id"], job["result_version_id"]);
+    assert_eq!(version["metrics"]["stop_reason"], "budget");
+    assert_eq!(version["metrics"]["train_score"].as_f64(), Some(best));
+    h.finish().await;
+}
+
 #[tokio::test]
 async fn a_budget_that_cannot_fit_one_iteration_is_refused() {
     let (h, _teacher) = harness(ScriptedTeacher::new(), Duration::ZERO).await;
