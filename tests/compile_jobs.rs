@@ -228,6 +228,32 @@ async fn an_exhausted_budget_ends_with_the_best_so_far_as_a_version() {
     h.finish().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ablation_flags_keep_offloading_out_of_the_result() {
+    let (h, _teacher) = harness(reference_teacher(), Duration::ZERO).await;
+    let admin = h.admin();
+    let mut body = job_request("prompts-only");
+    body["allowed"] = json!({"prompts": true, "offloading": false, "consensus": false, "topology": false});
+    let id = submit(&admin, &body).await;
+    let job = wait_finished(&admin, &id).await;
+    assert!(job["stop_reason"].is_string(), "{job}");
+    // The offloading ops were recorded as not allowed, and never applied.
+    let iterations = admin.get(&format!("/v1/compile-jobs/{id}/iterations")).await.expect(200);
+    let edits: Vec<&Value> = iterations["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["attempts"].as_array().into_iter().flatten())
+        .flat_map(|a| a["edits"].as_array().into_iter().flatten())
+        .collect();
+    assert!(edits.iter().any(|e| e["allowed"] == false), "{iterations}");
+    if let Some(version) = job["result_version_id"].as_str() {
+        let version = admin.get(&format!("/v1/workflows/prompts-only/versions/{version}")).await.expect(200);
+        assert!(!version["spec"].to_string().contains(r#""kind":"code""#), "{}", version["spec"]);
+    }
+    h.finish().await;
+}
+
 #[tokio::test]
 async fn a_budget_that_cannot_fit_one_iteration_is_refused() {
     let (h, _teacher) = harness(ScriptedTeacher::new(), Duration::ZERO).await;
