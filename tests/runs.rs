@@ -292,6 +292,9 @@ async fn a_killed_server_loses_no_accepted_run() {
         (done.len() >= 4).then_some(done)
     })
     .await;
+    // Kill while a model call is in flight, so that at least one run must be re-claimed after
+    // its dead lease expires (the premise checked at the end).
+    eventually("a model call in flight", || async { (h.fake.in_flight() > 0).then_some(()) }).await;
     h.service.kill();
     let before_kill: BTreeSet<String> =
         done_before.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
