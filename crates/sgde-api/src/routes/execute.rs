@@ -140,6 +140,8 @@ async fn run(state: &AppState, name: &str, request: &ExecuteRequest) -> Result<R
     let deadline = request.deadline_ms.map(Duration::from_millis);
     let report = exec::run(state, &workflow.name, &prepared, request.inputs.clone(), deadline).await;
     let outcome = exec::outcome(&report);
+    // The trace is copied only when the caller asked for it; the log takes the outcome itself.
+    let (usage, trace) = (outcome.usage, if request.trace { outcome.trace.clone() } else { None });
     let execution = state
         .store()
         .insert_execution(NewExecution {
@@ -149,7 +151,7 @@ async fn run(state: &AppState, name: &str, request: &ExecuteRequest) -> Result<R
             mode: ExecutionMode::Sync,
             inputs: request.inputs.clone(),
             route: Some(json!({"chosen_by": chosen_by})),
-            outcome: Some(outcome.clone()),
+            outcome: Some(outcome),
             started_at: Some(started_at),
         })
         .await?;
@@ -164,9 +166,9 @@ async fn run(state: &AppState, name: &str, request: &ExecuteRequest) -> Result<R
                     number: version.number,
                     chosen_by: chosen_by.to_owned(),
                 },
-                usage: outcome.usage,
+                usage,
                 latency_ms: report.elapsed.as_secs_f64() * 1000.0,
-                trace: if request.trace { outcome.trace } else { None },
+                trace,
             }),
         )
             .into_response()),

@@ -78,6 +78,6 @@ async fn get_execution(
     Path(id): Path<String>,
 ) -> Result<Json<Execution>, ApiError> {
     principal.require(Scope::Read)?;
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::invalid("/path/id", "not a UUID"))?;
+    let id = crate::routes::path_id(&id)?;
     Ok(Json(state.store().get_execution(id).await?))
 }

@@ -9,7 +9,6 @@ use sgde_store::{ApiKey, NewApiKey, Scope};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::extract::{ApiJson, ApiPath as Path};
@@ -101,7 +100,7 @@ async fn revoke_key(
     Path(id): Path<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
     principal.require(Scope::Admin)?;
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::invalid("/path/id", "not a UUID"))?;
+    let id = crate::routes::path_id(&id)?;
     let key = state.store().revoke_key(id).await?;
     state.forget_keys();
     Ok(Json(key))

@@ -55,6 +55,11 @@ impl PageQuery {
     }
 }
 
+/// The `{id}` path parameter as a UUID; anything else is a 422 naming the parameter.
+pub fn path_id(id: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(id).map_err(|_| ApiError::invalid("/path/id", "not a UUID"))
+}
+
 /// Reads a version reference: a number, a version id, `latest`, or a label name.
 pub fn version_ref(reference: &str) -> VersionSelector {
     if let Ok(number) = reference.parse::<i32>() {

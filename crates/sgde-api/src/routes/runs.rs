@@ -121,7 +121,7 @@ async fn get_run(
     Path(id): Path<String>,
 ) -> Result<Json<Execution>, ApiError> {
     principal.require(Scope::Read)?;
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::invalid("/path/id", "not a UUID"))?;
+    let id = crate::routes::path_id(&id)?;
     let execution = state.store().get_execution(id).await?;
     if execution.mode != sgde_store::ExecutionMode::Async {
         return Err(ApiError::not_found("run"));
@@ -138,7 +138,7 @@ async fn cancel_run(
     Path(id): Path<String>,
 ) -> Result<Json<CancelResult>, ApiError> {
     principal.require(Scope::Execute)?;
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::invalid("/path/id", "not a UUID"))?;
+    let id = crate::routes::path_id(&id)?;
     let status = match state.store().cancel_run(id).await? {
         RunCancel::Cancelled => "cancelled",
         RunCancel::Requested => "cancel_requested",
