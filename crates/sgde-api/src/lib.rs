@@ -30,6 +30,7 @@ pub mod models;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod routing;
 pub mod state;
 pub mod webhook;
 pub mod worker;
@@ -63,10 +64,12 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::endpoints::router())
         .merge(routes::workflows::router())
         .merge(routes::labels::router())
+        .merge(routes::policies::router())
         .merge(routes::execute::router())
         .merge(routes::runs::router())
         .merge(routes::compile_jobs::router())
         .merge(routes::executions::router())
+        .merge(routes::feedback::router())
         .merge(routes::keys::router());
     openapi::finish(router.get_openapi_mut());
     router

@@ -90,5 +90,83 @@ pub async fn render(state: &AppState) -> String {
     }
     gauge!("sgde_sandbox_workers_idle").set(sandbox.idle as f64);
     gauge!("sgde_uptime_seconds").set(state.uptime().as_secs_f64());
+    refresh_variant_gauges(state).await;
     handle().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+/// Counts a request the traffic policy routed, per variant.
+pub fn record_route(workflow: &str, version_number: i32) {
+    let labels = [("workflow", workflow.to_owned()), ("version", version_number.to_string())];
+    counter!("sgde_route_decisions_total", &labels).increment(1);
+}
+
+/// Counts a shadow run by what became of it (`recorded`, `failed`, `dropped`).
+pub fn record_shadow(workflow: &str, outcome: &'static str) {
+    let labels = [("workflow", workflow.to_owned()), ("outcome", outcome.to_owned())];
+    counter!("sgde_shadow_runs_total", &labels).increment(1);
+}
+
+/// Counts new feedback per version.
+pub fn record_feedback(workflow: &str, version_number: i32, correct: Option<bool>, score: Option<f64>) {
+    let labels = [("workflow", workflow.to_owned()), ("version", version_number.to_string())];
+    counter!("sgde_feedback_total", &labels).increment(1);
+    if correct == Some(true) {
+        counter!("sgde_feedback_correct_total", &labels).increment(1);
+    }
+    if let Some(score) = score {
+        counter!("sgde_feedback_scored_total", &labels).increment(1);
+        // Counters are integers: the score sum is kept in millionths.
+        counter!("sgde_feedback_score_micros_total", &labels).increment((score * 1e6).round() as u64);
+    }
+}
+
+/// Per-variant statistics of every routed workflow over the last hour, as gauges (the same
+/// numbers as `GET /v1/workflows/{name}/stats` over the hour before the scrape).
+async fn refresh_variant_gauges(state: &AppState) {
+    let Ok(policies) = state.store().active_policies().await else { return };
+    let to = chrono::Utc::now();
+    let from = to - chrono::Duration::hours(1);
+    for (name, policy) in policies {
+        let Ok(report) =
+            crate::routing::stats::report(state, &name, policy.workflow_id, Some(&policy), from, to).await
+        else {
+            continue;
+        };
+        for v in &report.variants {
+            let s = &v.stats;
+            let labels = [
+                ("workflow", name.clone()),
+                ("version", s.version_number.to_string()),
+                ("path", if v.is_shadow() { "shadow" } else { "policy" }.to_owned()),
+            ];
+            gauge!("sgde_variant_requests_1h", &labels).set(s.requests as f64);
+            gauge!("sgde_variant_errors_1h", &labels).set(s.errors as f64);
+            for (q, value) in
+                [("0.5", s.latency_p50_ms), ("0.95", s.latency_p95_ms), ("0.99", s.latency_p99_ms)]
+            {
+                if let Some(ms) = value {
+                    let mut l = labels.to_vec();
+                    l.push(("quantile", q.to_owned()));
+                    gauge!("sgde_variant_latency_ms_1h", &l).set(ms);
+                }
+            }
+            if let Some(t) = s.tokens_per_run {
+                gauge!("sgde_variant_tokens_per_run_1h", &labels).set(t);
+            }
+            if let Some(c) = s.cost_per_run_usd {
+                gauge!("sgde_variant_cost_per_run_usd_1h", &labels).set(c);
+            }
+            gauge!("sgde_variant_feedback_count_1h", &labels).set(s.feedback_count as f64);
+            if let Some(m) = s.feedback_mean {
+                gauge!("sgde_variant_feedback_mean_1h", &labels).set(m);
+            }
+            for c in [&v.correctness, &v.scores].into_iter().flatten() {
+                if let Some(p) = c.p_value {
+                    let mut l = labels.to_vec();
+                    l.push(("test", c.test.to_owned()));
+                    gauge!("sgde_variant_p_value_1h", &l).set(p);
+                }
+            }
+        }
+    }
 }

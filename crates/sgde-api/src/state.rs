@@ -73,6 +73,8 @@ struct Inner {
     started: Instant,
     /// Wakes this replica's workers when a run is submitted here.
     run_submitted: tokio::sync::Notify,
+    /// Shadow runs in flight; beyond [`SHADOW_CONCURRENCY`] a shadow is dropped, not queued.
+    shadows: Arc<tokio::sync::Semaphore>,
     /// Recently verified API keys by token hash, so a burst of requests costs one lookup.
     keys: Mutex<std::collections::HashMap<[u8; 32], (Instant, crate::auth::Principal)>>,
 }
@@ -85,6 +87,10 @@ const KEY_CACHE_MAX: usize = 10_000;
 
 /// Model replies a replica keeps in memory in front of the persistent cache.
 const COMPILE_CACHE: usize = 10_000;
+
+/// Shadow runs one replica runs at once. Shadows are for comparison: under load they are
+/// sampled down rather than allowed to compete with live traffic.
+const SHADOW_CONCURRENCY: usize = 16;
 
 /// Prepared versions kept in memory; versions are immutable, so entries never go stale.
 const PREPARED_CACHE: usize = 512;
@@ -114,6 +120,7 @@ impl AppState {
                 prepared: Mutex::new(LruCache::new(capacity)),
                 started: Instant::now(),
                 run_submitted: tokio::sync::Notify::new(),
+                shadows: Arc::new(tokio::sync::Semaphore::new(SHADOW_CONCURRENCY)),
                 keys: Mutex::new(std::collections::HashMap::new()),
             }),
         }
@@ -178,10 +185,20 @@ impl AppState {
         self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
+    /// A permit for one shadow run, if fewer than [`SHADOW_CONCURRENCY`] are running.
+    pub fn shadow_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.inner.shadows).try_acquire_owned().ok()
+    }
+
+    /// The prepared form of a version if this process has it already.
+    pub fn cached_prepared(&self, version_id: Uuid) -> Option<Arc<PreparedWorkflow>> {
+        self.inner.prepared.lock().unwrap_or_else(PoisonError::into_inner).get(&version_id).map(Arc::clone)
+    }
+
     /// The prepared form of a version, compiled once per process.
     pub fn prepared(&self, version: &Version) -> Result<Arc<PreparedWorkflow>, ApiError> {
-        if let Some(p) = self.inner.prepared.lock().unwrap_or_else(PoisonError::into_inner).get(&version.id) {
-            return Ok(Arc::clone(p));
+        if let Some(p) = self.cached_prepared(version.id) {
+            return Ok(p);
         }
         let spec = sgde_workflow::WorkflowSpec::from_value(version.spec.clone()).map_err(|e| {
             ApiError::internal(anyhow::anyhow!("stored version {} no longer validates: {e}", version.id))

@@ -277,6 +277,18 @@ async fn process_run(state: &AppState, job: &Job) -> Outcome {
     let outcome = exec::outcome(&report);
     match state.store().finish_run(job.id, &state.config().instance_id, execution.id, &outcome).await {
         Ok(true) => {
+            if let Some(shadow) = execution.route.as_ref().and_then(crate::routing::shadow_of) {
+                let route = execution.route.clone().unwrap_or_default();
+                crate::routing::spawn_shadow(
+                    state,
+                    workflow.id,
+                    &workflow.name,
+                    shadow,
+                    execution.inputs.clone(),
+                    &route,
+                    execution.id,
+                );
+            }
             notify(state, execution.id).await;
             Outcome::Done
         }

@@ -84,6 +84,9 @@ const CONSTRAINTS: &[(&str, Meaning)] = &[
     ("api_keys_pkey", Meaning::Conflict("api key id")),
     ("api_keys_secret_hash_key", Meaning::Conflict("api key")),
     ("jobs_pkey", Meaning::Conflict("job id")),
+    ("traffic_policies_pkey", Meaning::Conflict("policy revision")),
+    ("traffic_policies_shadow_fkey", Meaning::Missing("version")),
+    ("execution_feedback_execution_id_fkey", Meaning::Missing("execution")),
 ];
 
 impl From<sqlx::Error> for StoreError {

@@ -2,7 +2,7 @@
 //! Postgres, and the durable job queue that async runs and compile jobs live in.
 //!
 //! Callers program against the traits ([`EndpointRepo`], [`WorkflowRepo`], [`VersionRepo`],
-//! [`LabelRepo`], [`ExecutionRepo`], [`RunRepo`], [`CompileJobRepo`], [`KeyRepo`], [`IdempotencyRepo`],
+//! [`LabelRepo`], [`PolicyRepo`], [`FeedbackRepo`], [`ExecutionRepo`], [`RunRepo`], [`CompileJobRepo`], [`KeyRepo`], [`IdempotencyRepo`],
 //! [`JobQueue`], [`Health`]) or the umbrella [`Store`] (`Arc<dyn Store>`), so that a second
 //! backend (SQLite, for the embedded single-node default) can be added without touching them.
 //! The traits speak plain serde record types (also `utoipa::ToSchema`, so the API can return
@@ -17,6 +17,8 @@
 //! - [`workflows`]: workflows (soft-deleted, names reusable).
 //! - [`versions`]: immutable, gap-free numbered, content-addressed versions.
 //! - [`labels`]: movable labels with a history of every move.
+//! - [`policies`]: A/B traffic policies as revisions; [`buckets`]: sticky key → variant ranges.
+//! - [`feedback`]: feedback on executions and per-variant statistics.
 //! - [`executions`]: the execution log, one INSERT per synchronous execute.
 //! - [`runs`]: asynchronous runs = an execution + its job, written and finished atomically.
 //! - [`keys`]: API keys hashed at rest, scopes, the bootstrap admin key.
@@ -32,16 +34,19 @@
 //! queries are runtime-checked (`sqlx::query` with bound parameters; sqlx 0.9 accepts only
 //! `&'static str` SQL), so building needs neither a database nor `.sqlx` data.
 
+pub mod buckets;
 pub mod compile_jobs;
 pub mod endpoints;
 pub mod error;
 pub mod executions;
+pub mod feedback;
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;
 pub mod labels;
 pub mod page;
 pub mod pg;
+pub mod policies;
 pub mod runs;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -50,6 +55,7 @@ pub mod workflows;
 
 use async_trait::async_trait;
 
+pub use buckets::BucketRange;
 pub use compile_jobs::{
     COMPILE_JOB_KIND, CompileEnd, CompileJob, CompileJobFilter, CompileJobRepo, CompilePayload, NewCompileJob,
 };
@@ -59,6 +65,7 @@ pub use executions::{
     Execution, ExecutionFilter, ExecutionMode, ExecutionOutcome, ExecutionRepo, ExecutionStatus,
     ExecutionUsage, NewExecution,
 };
+pub use feedback::{Feedback, FeedbackRepo, NewFeedback, RoutePath, VariantStats};
 pub use idempotency::{
     IdempotencyBegin, IdempotencyKey, IdempotencyPolicy, IdempotencyRepo, IdempotentRequest, StoredResponse,
 };
@@ -67,6 +74,10 @@ pub use keys::{ApiKey, ApiToken, CreatedApiKey, KeyRepo, NewApiKey, Scope};
 pub use labels::{Label, LabelEvent, LabelMove, LabelRepo};
 pub use page::{Page, PageRequest};
 pub use pg::{PgStore, StoreOptions};
+pub use policies::{
+    DefaultTarget, PolicyChange, PolicyDraft, PolicyRepo, PolicyVariant, Promotion, ShadowVariant,
+    TrafficPolicy,
+};
 pub use runs::{RUN_JOB_KIND, RunCancel, RunPayload, RunRepo};
 pub use versions::{DEFAULT_LABEL, NewVersion, Version, VersionRepo, VersionSelector, VersionSource};
 pub use workflows::{NewWorkflow, Workflow, WorkflowRepo};
@@ -87,6 +98,8 @@ pub trait Store:
     + WorkflowRepo
     + VersionRepo
     + LabelRepo
+    + PolicyRepo
+    + FeedbackRepo
     + ExecutionRepo
     + RunRepo
     + CompileJobRepo
@@ -105,6 +118,8 @@ impl<T> Store for T where
         + WorkflowRepo
         + VersionRepo
         + LabelRepo
+        + PolicyRepo
+        + FeedbackRepo
         + ExecutionRepo
         + RunRepo
         + CompileJobRepo

@@ -84,6 +84,7 @@ pub(crate) enum CursorKind {
     Versions,
     LabelHistory,
     Executions,
+    Policies,
 }
 
 impl CursorKind {
@@ -93,6 +94,7 @@ impl CursorKind {
             CursorKind::Versions => "v",
             CursorKind::LabelHistory => "h",
             CursorKind::Executions => "e",
+            CursorKind::Policies => "p",
         }
     }
 }

@@ -8,8 +8,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use sgde_store::{ExecutionMode, ExecutionUsage, NewExecution, Scope, VersionSelector};
+use serde_json::Value;
+use sgde_store::{ExecutionMode, ExecutionUsage, NewExecution, Scope};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,7 +20,7 @@ use crate::exec;
 use crate::extract::{ApiJson, ApiPath as Path};
 use crate::idempotency::idempotent;
 use crate::problem::{ApiError, FieldError, Problem};
-use crate::routes::version_ref;
+use crate::routing;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -46,6 +46,10 @@ pub struct ExecuteRequest {
     /// Deadline for this run in milliseconds (capped by the service's).
     #[serde(default)]
     pub deadline_ms: Option<u64>,
+    /// Sticky routing under the workflow's traffic policy: the same key gets the same variant
+    /// while the weights stand (alternatively the `X-Sgde-Routing-Key` header).
+    #[serde(default)]
+    pub routing_key: Option<String>,
 }
 
 /// Which version ran.
@@ -53,7 +57,8 @@ pub struct ExecuteRequest {
 pub struct VersionUsed {
     pub id: Uuid,
     pub number: i32,
-    /// How it was chosen: `version`, `label` or `default`.
+    /// How it was chosen: `version`, `label`, `policy` (the traffic policy) or `default` (the
+    /// `production` label, else the latest version).
     pub chosen_by: String,
 }
 
@@ -71,19 +76,6 @@ pub struct ExecuteResponse {
     pub trace: Option<Value>,
 }
 
-/// Picks the version selector and says how it was chosen.
-pub(crate) fn selector(
-    version: Option<&str>,
-    label: Option<&str>,
-) -> Result<(VersionSelector, &'static str), ApiError> {
-    match (version, label) {
-        (Some(_), Some(_)) => Err(ApiError::invalid("/label", "give `version` or `label`, not both")),
-        (Some(v), None) => Ok((version_ref(v), "version")),
-        (None, Some(l)) => Ok((VersionSelector::Label(l.to_owned()), "label")),
-        (None, None) => Ok((VersionSelector::Default, "default")),
-    }
-}
-
 /// The inputs' schema violations as field errors under `/inputs`, if any.
 pub(crate) fn input_errors(
     prepared: &sgde_runtime::PreparedWorkflow,
@@ -99,6 +91,16 @@ pub(crate) fn input_errors(
             .map(|(pointer, message)| FieldError { pointer: format!("/inputs{pointer}"), message })
             .collect(),
     )
+}
+
+/// The `X-Sgde-Routing-Key` header, if present; it must be visible ASCII.
+pub(crate) fn header_routing_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get(routing::ROUTING_KEY_HEADER)
+        .map(|v| {
+            v.to_str().map_err(|_| ApiError::invalid("/header/x-sgde-routing-key", "must be visible ASCII"))
+        })
+        .transpose()
 }
 
 pub(crate) fn check_inputs(inputs: &Value) -> Result<(), ApiError> {
@@ -121,14 +123,22 @@ async fn execute(
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Execute)?;
     let route = format!("POST /v1/workflows/{name}/execute");
-    idempotent(&state, &principal, &headers, &route, &body.raw, || run(&state, &name, &body.value)).await
+    idempotent(&state, &principal, &headers, &route, &body.raw, || run(&state, &headers, &name, &body.value))
+        .await
 }
 
-async fn run(state: &AppState, name: &str, request: &ExecuteRequest) -> Result<Response, ApiError> {
+async fn run(
+    state: &AppState,
+    headers: &HeaderMap,
+    name: &str,
+    request: &ExecuteRequest,
+) -> Result<Response, ApiError> {
     check_inputs(&request.inputs)?;
-    let (selector, chosen_by) = selector(request.version.as_deref(), request.label.as_deref())?;
-    let (workflow, version) = state.store().resolve_version(name, &selector).await?;
-    let prepared = state.prepared(&version)?;
+    let header_key = header_routing_key(headers)?;
+    let key = routing::routing_key(header_key, request.routing_key.as_deref())?;
+    let chosen =
+        routing::choose(state, name, request.version.as_deref(), request.label.as_deref(), key).await?;
+    let prepared = chosen.prepared(state).await?;
     // Nothing runs on bad inputs: a bad request, not an execution.
     if let Some(errors) = input_errors(&prepared, &request.inputs) {
         return Err(ApiError::Invalid {
@@ -138,7 +148,7 @@ async fn run(state: &AppState, name: &str, request: &ExecuteRequest) -> Result<R
     }
     let started_at = Utc::now();
     let deadline = request.deadline_ms.map(Duration::from_millis);
-    let report = exec::run(state, &workflow.name, &prepared, request.inputs.clone(), deadline).await;
+    let report = exec::run(state, &chosen.workflow_name, &prepared, request.inputs.clone(), deadline).await;
     let outcome = exec::outcome(&report);
     // The trace is copied only when the caller asked for it; the log takes the outcome itself.
     let (usage, trace) = (outcome.usage, if request.trace { outcome.trace.clone() } else { None });
@@ -146,15 +156,27 @@ async fn run(state: &AppState, name: &str, request: &ExecuteRequest) -> Result<R
         .store()
         .insert_execution(NewExecution {
             id: Uuid::now_v7(),
-            workflow_id: workflow.id,
-            version_id: version.id,
+            workflow_id: chosen.workflow_id,
+            version_id: chosen.version_id,
             mode: ExecutionMode::Sync,
             inputs: request.inputs.clone(),
-            route: Some(json!({"chosen_by": chosen_by})),
+            route: Some(chosen.route.clone()),
             outcome: Some(outcome),
             started_at: Some(started_at),
         })
         .await?;
+    if let Some(shadow) = chosen.shadow_version() {
+        // After the primary is recorded and before it is answered: the shadow runs detached.
+        routing::spawn_shadow(
+            state,
+            chosen.workflow_id,
+            &chosen.workflow_name,
+            shadow,
+            request.inputs.clone(),
+            &chosen.route,
+            execution.id,
+        );
+    }
     match report.result {
         Ok(output) => Ok((
             StatusCode::OK,
@@ -162,9 +184,9 @@ async fn run(state: &AppState, name: &str, request: &ExecuteRequest) -> Result<R
                 execution_id: execution.id,
                 output,
                 version: VersionUsed {
-                    id: version.id,
-                    number: version.number,
-                    chosen_by: chosen_by.to_owned(),
+                    id: chosen.version_id,
+                    number: chosen.version_number,
+                    chosen_by: chosen.chosen_by.to_owned(),
                 },
                 usage,
                 latency_ms: report.elapsed.as_secs_f64() * 1000.0,

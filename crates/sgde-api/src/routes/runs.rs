@@ -17,7 +17,8 @@ use crate::auth::Principal;
 use crate::extract::{ApiJson, ApiPath as Path};
 use crate::idempotency::idempotent;
 use crate::problem::{ApiError, Problem};
-use crate::routes::execute::{check_inputs, input_errors, selector};
+use crate::routes::execute::{check_inputs, header_routing_key, input_errors};
+use crate::routing;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -32,11 +33,16 @@ pub struct RunRequest {
     pub workflow: String,
     #[schema(value_type = Object)]
     pub inputs: Value,
-    /// Version number, id or `latest`; without `version` or `label`: `production`, else latest.
+    /// Version number, id or `latest`; without `version` or `label`: the traffic policy, else
+    /// `production`, else latest.
     #[serde(default)]
     pub version: Option<String>,
     #[serde(default)]
     pub label: Option<String>,
+    /// Sticky routing under the workflow's traffic policy (alternatively the
+    /// `X-Sgde-Routing-Key` header).
+    #[serde(default)]
+    pub routing_key: Option<String>,
     /// Called with the finished run (POST, JSON, signed with HMAC-SHA256 when the service has a
     /// webhook secret), retried with backoff.
     #[serde(default)]
@@ -77,24 +83,31 @@ async fn submit_run(
         if let Some(url) = &request.webhook_url {
             check_webhook(url)?;
         }
-        let (selector, chosen_by) = selector(request.version.as_deref(), request.label.as_deref())?;
-        let (workflow, version) = state.store().resolve_version(&request.workflow, &selector).await?;
+        let key = routing::routing_key(header_routing_key(&headers)?, request.routing_key.as_deref())?;
+        let chosen = routing::choose(
+            &state,
+            &request.workflow,
+            request.version.as_deref(),
+            request.label.as_deref(),
+            key,
+        )
+        .await?;
         // Validate inputs now, so a bad request is a 422 and not a failed run later.
-        let prepared = state.prepared(&version)?;
+        let prepared = chosen.prepared(&state).await?;
         if let Some(errors) = input_errors(&prepared, &request.inputs) {
             return Err(ApiError::Invalid {
                 detail: "the inputs do not match the workflow's input schema".into(),
                 errors,
             });
         }
-        let mut route = json!({"chosen_by": chosen_by});
+        let mut route = chosen.route.clone();
         if let Some(url) = &request.webhook_url {
             route["webhook_url"] = json!(url);
         }
         let new = NewExecution {
             id: Uuid::now_v7(),
-            workflow_id: workflow.id,
-            version_id: version.id,
+            workflow_id: chosen.workflow_id,
+            version_id: chosen.version_id,
             mode: sgde_store::ExecutionMode::Async,
             inputs: request.inputs.clone(),
             route: Some(route),

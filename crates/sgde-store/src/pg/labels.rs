@@ -62,7 +62,7 @@ impl From<EventRow> for LabelEvent {
 }
 
 /// Locks a live workflow row for label changes; `NotFound` if there is none.
-async fn lock_workflow(conn: &mut PgConnection, workflow_id: Uuid) -> Result<()> {
+pub(super) async fn lock_workflow(conn: &mut PgConnection, workflow_id: Uuid) -> Result<()> {
     sqlx::query("SELECT 1 FROM workflows WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE")
         .bind(workflow_id)
         .fetch_optional(&mut *conn)
@@ -106,6 +106,37 @@ async fn fetch_label(conn: &mut PgConnection, workflow_id: Uuid, name: &str) -> 
     Ok(row.map(Label::from))
 }
 
+/// Points `name` at `version_id` and records the move, inside the caller's transaction, which
+/// must hold the workflow's lock ([`lock_workflow`]).
+pub(super) async fn set_label_in(
+    conn: &mut PgConnection,
+    workflow_id: Uuid,
+    name: &str,
+    version_id: Uuid,
+    moved_by: Option<&str>,
+) -> Result<LabelMove> {
+    let previous = fetch_label(conn, workflow_id, name).await?;
+    let previous_version_id = previous.as_ref().map(|l| l.version_id);
+    if let Some(label) = previous.filter(|l| l.version_id == version_id) {
+        // Already there: nothing to change or record.
+        return Ok(LabelMove { label, previous_version_id });
+    }
+    sqlx::query(
+        "INSERT INTO workflow_labels (workflow_id, name, version_id, updated_by) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (workflow_id, name)
+         DO UPDATE SET version_id = excluded.version_id, updated_by = excluded.updated_by, updated_at = now()",
+    )
+    .bind(workflow_id)
+    .bind(name)
+    .bind(version_id)
+    .bind(moved_by)
+    .execute(&mut *conn)
+    .await?;
+    record(conn, workflow_id, name, previous_version_id, Some(version_id), moved_by).await?;
+    let label = fetch_label(conn, workflow_id, name).await?.ok_or(StoreError::NotFound { what: "label" })?;
+    Ok(LabelMove { label, previous_version_id })
+}
+
 #[async_trait]
 impl LabelRepo for PgStore {
     async fn set_label(
@@ -117,29 +148,9 @@ impl LabelRepo for PgStore {
     ) -> Result<LabelMove> {
         let mut tx = self.pool.begin().await?;
         lock_workflow(&mut tx, workflow_id).await?;
-        let previous = fetch_label(&mut tx, workflow_id, name).await?;
-        let previous_version_id = previous.as_ref().map(|l| l.version_id);
-        if let Some(label) = previous.filter(|l| l.version_id == version_id) {
-            // Already there: nothing to change or record.
-            tx.commit().await?;
-            return Ok(LabelMove { label, previous_version_id });
-        }
-        sqlx::query(
-            "INSERT INTO workflow_labels (workflow_id, name, version_id, updated_by) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (workflow_id, name)
-             DO UPDATE SET version_id = excluded.version_id, updated_by = excluded.updated_by, updated_at = now()",
-        )
-        .bind(workflow_id)
-        .bind(name)
-        .bind(version_id)
-        .bind(moved_by)
-        .execute(&mut *tx)
-        .await?;
-        record(&mut tx, workflow_id, name, previous_version_id, Some(version_id), moved_by).await?;
-        let label =
-            fetch_label(&mut tx, workflow_id, name).await?.ok_or(StoreError::NotFound { what: "label" })?;
+        let moved = set_label_in(&mut tx, workflow_id, name, version_id, moved_by).await?;
         tx.commit().await?;
-        Ok(LabelMove { label, previous_version_id })
+        Ok(moved)
     }
 
     async fn delete_label(&self, workflow_id: Uuid, name: &str, moved_by: Option<&str>) -> Result<Label> {
