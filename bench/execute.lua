@@ -4,6 +4,17 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("SGDE_BENCH_TOKEN")
 wrk.body = '{"inputs":{"question":"A shop sells 41 apples per day for 8 days at $2642444 each. How many dollars does the shop make?"}}'
 
+-- With SGDE_BENCH_ROUTING=1 every request carries its own routing key.
+local routing = os.getenv("SGDE_BENCH_ROUTING") == "1"
+local counter = 0
+function request()
+  if routing then
+    counter = counter + 1
+    wrk.headers["X-Sgde-Routing-Key"] = "customer-" .. counter
+  end
+  return wrk.format()
+end
+
 local statuses = {}
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1

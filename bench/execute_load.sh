@@ -4,6 +4,7 @@
 #
 #   bench/execute_load.sh            # wrk -t2 -c16 -d20s, as the LangGraph peer was measured
 #   DURATION=60s CONNECTIONS=32 bench/execute_load.sh
+#   ROUTING=1 bench/execute_load.sh  # under a 90/10 traffic policy, a routing key per request
 #
 # Needs: release binaries (cargo build --release -p sgde -p sgde-testkit), wrk, Postgres on
 # 127.0.0.1:5432 (user postgres). Prints throughput, latency percentiles and peak RSS.
@@ -39,6 +40,14 @@ curl -sf -X POST "http://127.0.0.1:$PORT/v1/endpoints" -H "$AUTH" -H 'content-ty
   -d "{\"name\":\"student\",\"base_url\":\"http://127.0.0.1:$MODEL_PORT/v1\",\"model\":\"student\",\"max_concurrency\":64}" >/dev/null
 python3 -c "import json; print(json.dumps({'name': 'gsm', 'spec': json.load(open('examples/gsm_consensus.json'))}))" |
   curl -sf -X POST "http://127.0.0.1:$PORT/v1/workflows" -H "$AUTH" -H 'content-type: application/json' -d @- >/dev/null
+if [ "${ROUTING:-0}" = 1 ]; then
+  # A second version (same nodes, another description) and a 90/10 policy between the two.
+  python3 -c "import json; s=json.load(open('examples/gsm_consensus.json')); s['description']+=' (B)'; print(json.dumps({'spec': s}))" |
+    curl -sf -X POST "http://127.0.0.1:$PORT/v1/workflows/gsm/versions" -H "$AUTH" -H 'content-type: application/json' -d @- >/dev/null
+  curl -sf -X PUT "http://127.0.0.1:$PORT/v1/workflows/gsm/policy" -H "$AUTH" -H 'content-type: application/json' \
+    -d '{"variants":[{"version":"1","weight":90},{"version":"2","weight":10}]}' >/dev/null
+  export SGDE_BENCH_ROUTING=1
+fi
 # One warm-up run, checked.
 curl -sf -X POST "http://127.0.0.1:$PORT/v1/workflows/gsm/execute" -H "$AUTH" -H 'content-type: application/json' \
   -d '{"inputs":{"question":"A shop sells 41 apples per day for 8 days at $2642444 each. How many dollars does the shop make?"}}'
