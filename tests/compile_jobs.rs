@@ -185,6 +185,8 @@ async fn a_compile_job_reaches_a_perfect_workflow_that_executes() {
     assert_eq!(version["metrics"]["validation_score"], 1.0, "{}", version["metrics"]);
     assert!(version["metrics"]["mean_student_tokens_per_run"].as_f64().unwrap() > 0.0);
     assert!(version["metrics"]["compile_cost"]["teacher"]["calls"].as_u64().unwrap() == 4);
+    // The job's final progress counts the whole compile, validation included.
+    assert_eq!(version["metrics"]["compile_cost"]["student"]["calls"], progress["student_calls"]);
     let problem = ProblemGenerator::new(4242).batch(1, Difficulty::Hard).remove(0);
     let run = admin
         .post("/v1/workflows/arith/execute", &json!({"inputs": {"question": problem.question}}))

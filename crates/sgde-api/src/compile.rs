@@ -230,7 +230,12 @@ pub async fn process(state: &AppState, job: &Job, stop: CancellationToken) -> Ou
         }
     };
     drop(compiler);
-    let progress = writer.await.unwrap_or_default().to_value();
+    let mut progress = writer.await.unwrap_or_default();
+    // The events stop at the last iteration; validation comes after it, and the final progress
+    // must count what the whole compile spent (the result version's `compile_cost`).
+    progress.usage(&outcome.usage);
+    progress.elapsed_ms = outcome.elapsed_ms;
+    let progress = progress.to_value();
     let ended = match finish(state, id, &stored, &outcome, progress).await {
         Ok(end) => self::end(state, id, end).await,
         Err(e) => return retry(format!("cannot record the result: {e}")).await,
