@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Api, Harness, ServiceConfig, endpoint_config, eventually};
+use common::{Api, Harness, ServiceConfig, all_pages, endpoint_config, eventually};
 use serde_json::{Value, json};
 use sgde_testkit::{
     Difficulty, FakeOpenAi, ProblemGenerator, ScriptedTeacher, SimulatedStudent, TeacherReply,
@@ -353,5 +353,57 @@ async fn a_killed_server_resumes_the_compile_without_paying_twice() {
     assert!(resent.is_empty(), "{} answered student calls were paid twice", resent.len());
     let iterations = admin.get(&format!("/v1/compile-jobs/{id}/iterations")).await.expect(200);
     assert_eq!(iterations["items"].as_array().unwrap().len(), 2);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compile_job_list_pages_by_cursor_without_gaps_or_repeats() {
+    // One worker slot and a student that never answers in time: one job runs, the rest wait,
+    // and nothing finishes while the list is read.
+    let student = FakeOpenAi::builder()
+        .latency(Duration::from_secs(120))
+        .responder(Arc::new(SimulatedStudent::new()))
+        .start()
+        .await
+        .expect("student server");
+    let teacher =
+        FakeOpenAi::builder().responder(Arc::new(reference_teacher())).start().await.expect("teacher");
+    let h = Harness::with(student, ServiceConfig::default().env("SGDE_RUN_CONCURRENCY", 1)).await;
+    let admin = h.admin();
+    admin.post("/v1/endpoints", &endpoint_config("teacher", &teacher)).await.expect(201);
+    let mut submitted = Vec::new();
+    for i in 0..7 {
+        let workflow = if i % 2 == 0 { "even" } else { "odd" };
+        submitted.push(submit(&admin, &job_request(workflow)).await);
+    }
+    let newest_first: Vec<String> = submitted.iter().rev().cloned().collect();
+    let ids = |items: Vec<Value>| -> Vec<String> {
+        items.iter().map(|j| j["id"].as_str().expect("id").to_owned()).collect()
+    };
+    for limit in [1, 2, 3, 7, 200] {
+        assert_eq!(ids(all_pages(&admin, "/v1/compile-jobs", limit).await), newest_first, "pages of {limit}");
+    }
+    let evens: Vec<String> = newest_first.iter().step_by(2).cloned().collect();
+    assert_eq!(ids(all_pages(&admin, "/v1/compile-jobs?workflow=even", 1).await), evens);
+
+    // The first page of a listing says there is more; the last one does not.
+    let first = admin.get("/v1/compile-jobs?limit=3").await.expect(200);
+    assert_eq!(first["items"].as_array().map(Vec::len), Some(3));
+    assert!(first["next_cursor"].is_string(), "{first}");
+    let everything = admin.get("/v1/compile-jobs").await.expect(200);
+    assert!(everything.get("next_cursor").is_none(), "{everything}");
+    // A job that has not scored its baseline shows a typed, zeroed progress.
+    let queued = everything["items"].as_array().and_then(|items| items.first()).expect("a job");
+    assert_eq!(queued["progress"]["iteration"], 0, "{queued}");
+    assert_eq!(queued["progress"]["score_history"], json!([]), "{queued}");
+
+    // Bad parameters are answered as problems naming the parameter.
+    admin.get("/v1/compile-jobs?cursor=not-a-cursor").await.problem(400, "bad_request");
+    let reply = admin.get("/v1/compile-jobs?limit=0").await;
+    reply.problem(422, "invalid_request");
+    assert_eq!(reply.pointers(), vec!["/query/limit".to_owned()]);
+    let reply = admin.get("/v1/compile-jobs?status=sleeping").await;
+    reply.problem(422, "invalid_request");
+    assert_eq!(reply.pointers(), vec!["/query/status".to_owned()]);
     h.finish().await;
 }

@@ -9,8 +9,9 @@ Flow: an unauthenticated call (401 problem) -> create the model endpoint -> crea
 from examples/ (its content hash must survive the generated models' round trip) -> read the
 version back -> execute (twice with one Idempotency-Key: one execution) -> execute with invalid
 inputs (422 problem with JSON pointers) -> submit an async run -> poll it until it finishes ->
-list the executions. The last line of stdout is a JSON summary; the exit status is 0 only if
-every step held.
+list the executions -> submit a one-iteration compile job -> poll it until it finishes, reading
+its typed progress and estimate -> read its iteration log -> list compile jobs page by page. The
+last line of stdout is a JSON summary; the exit status is 0 only if every step held.
 """
 
 import argparse
@@ -20,6 +21,7 @@ import time
 import uuid
 
 from sgde_client import AuthenticatedClient, Client
+from sgde_client.api.compile_jobs import get_compile_job, list_compile_jobs, list_iterations, submit_compile_job
 from sgde_client.api.endpoints import create_endpoint, get_endpoint
 from sgde_client.api.execute import execute
 from sgde_client.api.executions import list_executions
@@ -28,7 +30,20 @@ from sgde_client.api.system import healthz
 from sgde_client.api.versions import get_version
 from sgde_client.api.workflows import create_workflow, list_workflows
 from sgde_client.models import (
+    Budget,
+    CompileJob,
     EndpointConfig,
+    Example,
+    ExampleInputs,
+    ItemsIterationRecord,
+    IterationOutcomeRejected,
+    IterationOutcomeAccepted,
+    JobStatus,
+    MetricNumeric,
+    MetricNumericKind,
+    PagedCompileJob,
+    StopReason,
+    SubmitCompileJob,
     ExecuteRequest,
     ExecuteRequestInputs,
     ExecuteResponse,
@@ -47,6 +62,7 @@ from sgde_client.models import (
 )
 
 FINISHED = {ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}
+COMPILE_FINISHED = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
 
 
 def step(name):
@@ -71,6 +87,8 @@ def main():
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--model-base-url", required=True)
+    parser.add_argument("--teacher-base-url", required=True)
+    parser.add_argument("--compile-train", required=True, help="training examples, a JSON list")
     parser.add_argument("--workflow-file", required=True)
     parser.add_argument("--question", required=True)
     parser.add_argument("--expected-answer", required=True, type=float)
@@ -169,6 +187,54 @@ def main():
     ids = {e.id for e in page.items}
     check({result.execution_id, run.id} <= ids, f"executions listed: {sorted(map(str, ids))}")
 
+    step("compile a workflow with the teacher: typed progress, estimate and iteration log")
+    teacher = EndpointConfig(
+        name="teacher",
+        base_url=args.teacher_base_url,
+        model="sgde-teacher",
+        structured_output=StructuredOutput.JSON_OBJECT,
+        timeout_ms=30_000,
+    )
+    expect(create_endpoint.sync_detailed(client=client, body=teacher), 201, Endpoint)
+    compile_request = SubmitCompileJob(
+        workflow="compiled",
+        task="Solve arithmetic word problems.",
+        train=[
+            Example(inputs=ExampleInputs.from_dict(e["inputs"]), expected=e["expected"])
+            for e in json.loads(args.compile_train)
+        ],
+        metric=MetricNumeric(kind=MetricNumericKind.NUMERIC, tolerance=1e-6),
+        teacher="teacher",
+        student="student",
+        budget=Budget(max_iterations=1),
+        seed=1,
+    )
+    job = expect(submit_compile_job.sync_detailed(client=client, body=compile_request), 202, CompileJob)
+    compile_deadline = time.monotonic() + args.poll_timeout_secs
+    check(job.estimate.first_iteration.teacher_calls == 2, f"estimate {job.estimate.to_dict()}")
+    while job.status not in COMPILE_FINISHED:
+        check(time.monotonic() < compile_deadline, f"compile job {job.id} still {job.status}")
+        time.sleep(0.1)
+        job = expect(get_compile_job.sync_detailed(job.id, client=client), 200, CompileJob)
+    check(job.status == JobStatus.SUCCEEDED, f"compile job ended {job.status}: {job.stop_detail} {job.error}")
+    check(job.stop_reason == StopReason.BUDGET, f"stop reason {job.stop_reason}")
+    check(job.progress.teacher_calls == 2, f"progress {job.progress.to_dict()}")
+    check(len(job.progress.score_history) == 2, f"score history {job.progress.score_history}")
+    log = expect(list_iterations.sync_detailed(job.id, client=client), 200, ItemsIterationRecord)
+    check(len(log.items) == 1, f"iterations {len(log.items)}")
+    record = log.items[0]
+    check(record.critiques[0].node == "answer", f"critique {record.critiques[0].to_dict()}")
+    edit = record.attempts[0].edits[0]
+    check(type(edit.op).__name__ == "EditOpSetPrompt", f"edit parsed as {type(edit.op).__name__}")
+    check(
+        isinstance(record.outcome, (IterationOutcomeAccepted, IterationOutcomeRejected)),
+        f"outcome parsed as {type(record.outcome).__name__}",
+    )
+    check(record.usage.teacher.calls == 2, f"iteration usage {record.usage.to_dict()}")
+    first = expect(list_compile_jobs.sync_detailed(client=client, limit=1), 200, PagedCompileJob)
+    check([j.id for j in first.items] == [job.id], "the compile job is listed")
+    check(not first.next_cursor, f"one job, one page: {first.next_cursor}")
+
     summary = {
         "ok": True,
         "endpoint": endpoint.name,
@@ -180,6 +246,8 @@ def main():
         "run_output": run.output,
         "polls": polls,
         "executions_listed": len(page.items),
+        "compile_stop_reason": str(job.stop_reason),
+        "compile_iterations": len(log.items),
     }
     print(json.dumps(summary), flush=True)
 

@@ -28,6 +28,7 @@ use sgde_store::{
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::state::AppState;
@@ -49,16 +50,21 @@ pub struct StoredCompile {
 }
 
 /// Live progress of a compile, as `GET /v1/compile-jobs/{id}` shows it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct Progress {
     /// Iterations completed or in progress.
     pub iteration: u32,
+    /// Training score of the best candidate so far; absent until the baseline is scored.
     pub best_score: Option<f64>,
     /// The best training score after the baseline and after each iteration.
     pub score_history: Vec<f64>,
+    /// Calls sent to the teacher (failed ones included, cache hits not).
     pub teacher_calls: u64,
+    /// Calls sent to the student (failed ones included, cache hits not).
     pub student_calls: u64,
+    /// Prompt and completion tokens of both roles.
     pub tokens: u64,
+    /// Dollars at the endpoints' prices.
     pub cost_usd: f64,
     /// Compile time, summed over resumes.
     pub elapsed_ms: u64,

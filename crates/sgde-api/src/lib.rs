@@ -14,13 +14,15 @@
 //! - [`routes`]: one module per resource under `/v1`, plus health, readiness and metrics.
 //! - [`exec`]: running a version and recording it; shared by execute and the workers.
 //! - [`worker`]: async runs and webhooks from the durable queue; [`webhook`]: signed delivery.
-//! - [`compile`]: the compile worker (checkpoints, progress, resume, result version).
+//! - [`compile`]: the compile worker (checkpoints, progress, resume, result version);
+//!   [`compile_view`]: a stored compile job read back into typed, documented records.
 //! - [`models`]: model endpoints from the store as a `ModelClient`.
 //! - [`diff`]: structural diff of two versions.
 //! - [`metrics`]: Prometheus metrics; [`openapi`]: the OpenAPI document.
 
 pub mod auth;
 pub mod compile;
+pub mod compile_view;
 pub mod diff;
 pub mod exec;
 pub mod extract;

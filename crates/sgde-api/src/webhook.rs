@@ -15,6 +15,7 @@ use sgde_store::{Job, Retry};
 use sha2::Sha256;
 use uuid::Uuid;
 
+use crate::compile_view::CompileJobView;
 use crate::state::AppState;
 use crate::worker::Outcome;
 
@@ -72,9 +73,19 @@ pub async fn deliver(state: &AppState, job: &Job) -> Outcome {
             Err(e) => return retry(state, job, format!("cannot load the run: {e}")).await,
         },
         (None, Some(id)) => match state.store().get_compile_job(id).await {
-            Ok(compile) => {
-                ("compile_job.finished", json!({"event": "compile_job.finished", "compile_job": compile}))
-            }
+            // The same body as `GET /v1/compile-jobs/{id}`.
+            Ok(compile) => match CompileJobView::try_from(compile) {
+                Ok(compile) => {
+                    ("compile_job.finished", json!({"event": "compile_job.finished", "compile_job": compile}))
+                }
+                Err(e) => {
+                    // Retrying cannot mend a corrupt record.
+                    tracing::error!(error = %e, "cannot announce a compile job");
+                    let error = json!({"code": "corrupt_compile_job", "message": e.to_string()});
+                    let _ = state.store().fail_job(job.id, worker, &error, Retry::Never).await;
+                    return Outcome::Failed;
+                }
+            },
             Err(e) => return retry(state, job, format!("cannot load the compile job: {e}")).await,
         },
         (None, None) => {

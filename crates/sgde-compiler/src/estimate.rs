@@ -64,7 +64,9 @@ impl Cost {
     }
 }
 
-/// The preflight estimate; see the module docs.
+/// The preflight estimate: calls, tokens and dollars of the baseline, of one iteration, of
+/// validation, and of the whole budget. Exact in calls for the starting workflow; tokens are
+/// estimated from the texts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Estimate {
     /// Scoring the starting workflow on the training examples.

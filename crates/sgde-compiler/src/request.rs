@@ -27,8 +27,7 @@ pub struct Example {
     /// The inputs object, as the workflow receives it (e.g. `{"question": "..."}`).
     #[schema(value_type = Object)]
     pub inputs: Value,
-    /// The expected output.
-    #[schema(value_type = Object)]
+    /// The expected output: any JSON value (a number, a string, an object, ...).
     pub expected: Value,
 }
 

@@ -11,11 +11,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::Result;
 use crate::jobs::{CancelOutcome, FailOutcome, JobStatus, Retry};
+use crate::page::{Page, PageRequest};
 
 /// The job kind of compile jobs.
 pub const COMPILE_JOB_KIND: &str = "compile";
@@ -40,12 +40,12 @@ pub struct NewCompileJob {
     pub max_attempts: u32,
 }
 
-/// A stored compile job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// A stored compile job. The JSON columns hold the compiler's and the service's types; the API
+/// reads them back into those types to document and serve them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompileJob {
     pub id: Uuid,
     pub workflow: String,
-    #[schema(value_type = Object)]
     pub request: Value,
     pub status: JobStatus,
     /// `perfect`, `budget`, `deadline`, `cancelled`, `no_progress` or `error`, once finished.
@@ -53,26 +53,21 @@ pub struct CompileJob {
     /// The stop reason in words.
     pub stop_detail: Option<String>,
     /// Iteration, best score, score history, calls, tokens, cost, elapsed.
-    #[schema(value_type = Object)]
     pub progress: Value,
-    #[schema(value_type = Object)]
     pub estimate: Value,
     /// The compiled version, once succeeded.
     pub result_version_id: Option<Uuid>,
-    #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// Filters of [`CompileJobRepo::list_compile_jobs`]; newest first.
+/// Filters of [`CompileJobRepo::list_compile_jobs`]; all optional, combined with AND.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompileJobFilter {
     pub workflow: Option<String>,
     pub status: Option<JobStatus>,
-    /// At most this many (default 50, at most 200).
-    pub limit: Option<u32>,
 }
 
 /// How a compile ended, recorded by [`CompileJobRepo::finish_compile_job`].
@@ -94,7 +89,13 @@ pub trait CompileJobRepo: Send + Sync {
 
     async fn get_compile_job(&self, id: Uuid) -> Result<CompileJob>;
 
-    async fn list_compile_jobs(&self, filter: &CompileJobFilter) -> Result<Vec<CompileJob>>;
+    /// Newest first, a page at a time (keyset on `(created_at, id)`, so jobs submitted while a
+    /// client pages through neither shift nor repeat the pages it has yet to read).
+    async fn list_compile_jobs(
+        &self,
+        filter: &CompileJobFilter,
+        page: &PageRequest,
+    ) -> Result<Page<CompileJob>>;
 
     /// Marks the job running; returns its last checkpoint (to resume from), if any. The
     /// checkpoint comes back with its object keys in the order they were saved in.

@@ -84,6 +84,7 @@ pub(crate) enum CursorKind {
     Versions,
     LabelHistory,
     Executions,
+    CompileJobs,
     Policies,
 }
 
@@ -94,6 +95,7 @@ impl CursorKind {
             CursorKind::Versions => "v",
             CursorKind::LabelHistory => "h",
             CursorKind::Executions => "e",
+            CursorKind::CompileJobs => "c",
             CursorKind::Policies => "p",
         }
     }

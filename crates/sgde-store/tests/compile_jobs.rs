@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sgde_store::testing::TestDatabase;
 use sgde_store::{
     COMPILE_JOB_KIND, CancelOutcome, CompileEnd, CompileJobFilter, CompileJobRepo, FailOutcome, JobQueue,
-    JobStatus, NewCompileJob, Retry, StoreError,
+    JobStatus, NewCompileJob, PageRequest, Retry, StoreError,
 };
 use uuid::Uuid;
 
@@ -121,13 +121,85 @@ async fn compile_jobs_are_cancelled_failed_listed_and_filtered() {
     store.settle_compile_job(failing.id, JobStatus::Cancelled, None).await.unwrap();
     assert_eq!(store.get_compile_job(failing.id).await.unwrap().status, JobStatus::Failed);
 
-    let all = store.list_compile_jobs(&CompileJobFilter::default()).await.unwrap();
-    assert_eq!(all.iter().map(|j| j.id).collect::<Vec<_>>(), vec![failing.id, running.id, queued.id]);
+    let first = PageRequest::default();
+    let all = store.list_compile_jobs(&CompileJobFilter::default(), &first).await.unwrap();
+    assert_eq!(all.items.iter().map(|j| j.id).collect::<Vec<_>>(), vec![failing.id, running.id, queued.id]);
+    assert_eq!(all.next_cursor, None);
     let of_w = CompileJobFilter { workflow: Some("w".into()), ..CompileJobFilter::default() };
-    assert_eq!(store.list_compile_jobs(&of_w).await.unwrap().len(), 2);
+    assert_eq!(store.list_compile_jobs(&of_w, &first).await.unwrap().items.len(), 2);
     let failed_only = CompileJobFilter { status: Some(JobStatus::Failed), ..CompileJobFilter::default() };
-    assert_eq!(store.list_compile_jobs(&failed_only).await.unwrap()[0].id, failing.id);
-    let one = CompileJobFilter { limit: Some(1), ..CompileJobFilter::default() };
-    assert_eq!(store.list_compile_jobs(&one).await.unwrap().len(), 1);
+    assert_eq!(store.list_compile_jobs(&failed_only, &first).await.unwrap().items[0].id, failing.id);
+    let one = store.list_compile_jobs(&CompileJobFilter::default(), &PageRequest::first(1)).await.unwrap();
+    assert_eq!(one.items.len(), 1);
+    assert!(one.next_cursor.is_some());
+    db.drop_database().await.unwrap();
+}
+
+/// Every item of a listing, following the cursors; checks each page's size on the way.
+async fn all_pages(
+    store: &sgde_store::PgStore,
+    filter: &CompileJobFilter,
+    limit: u32,
+) -> Vec<sgde_store::CompileJob> {
+    let mut items = Vec::new();
+    let mut page = PageRequest::first(limit);
+    loop {
+        let got = store.list_compile_jobs(filter, &page).await.unwrap();
+        assert!(got.items.len() <= limit as usize);
+        items.extend(got.items);
+        match got.next_cursor {
+            Some(cursor) => page = PageRequest::after(limit, cursor),
+            None => return items,
+        }
+    }
+}
+
+#[tokio::test]
+async fn compile_jobs_page_by_cursor_with_filters_without_gaps_or_repeats() {
+    let db = TestDatabase::new().await.unwrap();
+    let store = &db.store;
+    let mut submitted = Vec::new();
+    for i in 0..11 {
+        let workflow = if i % 3 == 0 { "thirds" } else { "rest" };
+        submitted.push(store.submit_compile_job(&new_job(workflow)).await.unwrap());
+    }
+    // Newest first, the same order as one big page.
+    let newest_first: Vec<Uuid> = submitted.iter().rev().map(|j| j.id).collect();
+    for limit in [1, 2, 4, 11, 50] {
+        let ids: Vec<Uuid> =
+            all_pages(store, &CompileJobFilter::default(), limit).await.iter().map(|j| j.id).collect();
+        assert_eq!(ids, newest_first, "pages of {limit}");
+    }
+    // A filter holds across pages.
+    let thirds = CompileJobFilter { workflow: Some("thirds".into()), ..CompileJobFilter::default() };
+    let paged = all_pages(store, &thirds, 2).await;
+    assert_eq!(paged.len(), 4);
+    assert!(paged.iter().all(|j| j.workflow == "thirds"));
+
+    // Jobs submitted while a client pages through neither shift nor repeat what it reads next.
+    let p1 = store.list_compile_jobs(&CompileJobFilter::default(), &PageRequest::first(5)).await.unwrap();
+    store.submit_compile_job(&new_job("late")).await.unwrap();
+    let p2 = store
+        .list_compile_jobs(
+            &CompileJobFilter::default(),
+            &PageRequest::after(5, p1.next_cursor.clone().unwrap()),
+        )
+        .await
+        .unwrap();
+    let read: Vec<Uuid> = p1.items.iter().chain(&p2.items).map(|j| j.id).collect();
+    assert_eq!(read, newest_first[..10]);
+
+    // Cursors are opaque and belong to their listing.
+    assert!(matches!(
+        store.list_compile_jobs(&CompileJobFilter::default(), &PageRequest::after(5, "not-a-cursor")).await,
+        Err(StoreError::Invalid { what: "cursor" })
+    ));
+    // The execution log's cursor format, for a time and id that exist here.
+    let newest = &submitted[10];
+    let foreign = hex::encode(format!("e1:{}.{}", newest.created_at.timestamp_micros(), newest.id.simple()));
+    assert!(matches!(
+        store.list_compile_jobs(&CompileJobFilter::default(), &PageRequest::after(5, foreign)).await,
+        Err(StoreError::Invalid { what: "cursor" })
+    ));
     db.drop_database().await.unwrap();
 }

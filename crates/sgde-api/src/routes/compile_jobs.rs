@@ -3,16 +3,17 @@
 //! progress, its iteration log readable as it grows, cancellable.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 use sgde_compiler::{
-    AllowedEdits, Budget, CompileError, CompileRequest, Example, Metric, PriceTable, estimate,
+    AllowedEdits, Budget, CompileError, CompileRequest, Example, IterationRecord, Metric, PriceTable,
+    estimate,
 };
 use sgde_llm::Prices;
-use sgde_store::{CancelOutcome, CompileJob, CompileJobFilter, JobStatus, NewCompileJob, Scope, StoreError};
+use sgde_store::{CancelOutcome, CompileJobFilter, JobStatus, NewCompileJob, Scope, StoreError};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,11 +21,12 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::compile::StoredCompile;
-use crate::extract::{ApiJson, ApiPath as Path};
+use crate::compile_view::{self, CompileJobView};
+use crate::extract::{ApiJson, ApiPath as Path, ApiQuery as Query};
 use crate::idempotency::idempotent;
 use crate::problem::{ApiError, Problem};
 use crate::routes::runs::CancelResult;
-use crate::routes::{Items, version_ref};
+use crate::routes::{Items, PageQuery, Paged, path_id, version_ref};
 use crate::state::AppState;
 
 /// Claims of a compile job's queue item: a compile survives this many crashed workers.
@@ -82,15 +84,18 @@ pub struct SubmitCompileJob {
     pub webhook_url: Option<String>,
 }
 
+/// Filters of the compile-job list, combined with AND, and the page to return.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CompileJobQuery {
     /// Only jobs of this workflow.
     pub workflow: Option<String>,
-    /// Only jobs in this status (`queued`, `running`, `succeeded`, `failed`, `cancelled`).
-    pub status: Option<String>,
-    /// At most this many (1..=200, default 50), newest first.
+    /// Only jobs in this status.
+    pub status: Option<JobStatus>,
+    /// At most this many items (1..=200, default 50).
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
 /// `budget.max_iterations` → `/budget/max_iterations`; `train[2].inputs` → `/train/2/inputs`.
@@ -188,7 +193,7 @@ async fn prepare(state: &AppState, body: &SubmitCompileJob) -> Result<(StoredCom
 /// Accept a compile job; poll `Location` for its progress and result.
 #[utoipa::path(post, path = "/v1/compile-jobs", tag = "compile-jobs", request_body = SubmitCompileJob,
     params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 202, body = CompileJob, headers(("Location" = String))),
+    responses((status = 202, body = CompileJobView, headers(("Location" = String))),
         (status = 404, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn submit_compile_job(
@@ -207,7 +212,7 @@ async fn submit_compile_job(
             estimate,
             max_attempts: COMPILE_MAX_ATTEMPTS,
         };
-        let job = state.store().submit_compile_job(&new).await?;
+        let job = CompileJobView::try_from(state.store().submit_compile_job(&new).await?)?;
         state.run_submitted().notify_one();
         let mut response = (StatusCode::ACCEPTED, Json(&job)).into_response();
         if let Ok(location) = HeaderValue::from_str(&format!("/v1/compile-jobs/{}", job.id)) {
@@ -218,58 +223,50 @@ async fn submit_compile_job(
     .await
 }
 
-fn job_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| ApiError::invalid("/path/id", "not a UUID"))
-}
-
-/// Compile jobs, newest first, optionally of one workflow or in one status.
+/// Compile jobs, newest first, a page at a time, optionally of one workflow or in one status.
 #[utoipa::path(get, path = "/v1/compile-jobs", tag = "compile-jobs", params(CompileJobQuery),
-    responses((status = 200, body = Items<CompileJob>), (status = 422, body = Problem)),
+    responses((status = 200, body = Paged<CompileJobView>), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn list_compile_jobs(
     State(state): State<AppState>,
     principal: Principal,
     Query(query): Query<CompileJobQuery>,
-) -> Result<Json<Items<CompileJob>>, ApiError> {
+) -> Result<Json<Paged<CompileJobView>>, ApiError> {
     principal.require(Scope::Read)?;
-    if let Some(limit) = query.limit.filter(|l| !(1..=200).contains(l)) {
-        return Err(ApiError::invalid("/query/limit", format!("must be between 1 and 200, got {limit}")));
-    }
-    let status = match query.status.as_deref() {
-        None => None,
-        Some(s) => Some(
-            serde_json::from_value::<JobStatus>(Value::String(s.to_owned()))
-                .map_err(|_| ApiError::invalid("/query/status", format!("unknown status `{s}`")))?,
-        ),
-    };
-    let filter = CompileJobFilter { workflow: query.workflow, status, limit: query.limit };
-    Ok(Json(Items { items: state.store().list_compile_jobs(&filter).await? }))
+    let page = PageQuery { limit: query.limit, cursor: query.cursor }.request()?;
+    let filter = CompileJobFilter { workflow: query.workflow, status: query.status };
+    let page = state.store().list_compile_jobs(&filter, &page).await?;
+    let items = page.items.into_iter().map(CompileJobView::try_from).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(Paged { items, next_cursor: page.next_cursor }))
 }
 
 /// A compile job: status, stop reason, progress, estimate and result version.
 #[utoipa::path(get, path = "/v1/compile-jobs/{id}", tag = "compile-jobs", params(("id" = Uuid, Path)),
-    responses((status = 200, body = CompileJob), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = CompileJobView), (status = 404, body = Problem)), security(("bearer" = [])))]
 async fn get_compile_job(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<CompileJob>, ApiError> {
+) -> Result<Json<CompileJobView>, ApiError> {
     principal.require(Scope::Read)?;
-    Ok(Json(state.store().get_compile_job(job_id(&id)?).await?))
+    Ok(Json(state.store().get_compile_job(path_id(&id)?).await?.try_into()?))
 }
 
 /// The iteration log: per iteration the critiques per node, the edits, accepted or rejected and
 /// why, scores and usage.
 #[utoipa::path(get, path = "/v1/compile-jobs/{id}/iterations", tag = "compile-jobs",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = Items<Object>), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Items<IterationRecord>), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
 async fn list_iterations(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Items<Value>>, ApiError> {
+) -> Result<Json<Items<IterationRecord>>, ApiError> {
     principal.require(Scope::Read)?;
-    Ok(Json(Items { items: state.store().list_compile_iterations(job_id(&id)?).await? }))
+    let id = path_id(&id)?;
+    let records = state.store().list_compile_iterations(id).await?;
+    Ok(Json(Items { items: compile_view::iterations(id, records)? }))
 }
 
 /// Cancel a compile job; a running one stops between model calls with its best so far.
@@ -282,7 +279,7 @@ async fn cancel_compile_job(
     Path(id): Path<String>,
 ) -> Result<Json<CancelResult>, ApiError> {
     principal.require(Scope::Compile)?;
-    let status = match state.store().cancel_compile_job(job_id(&id)?).await? {
+    let status = match state.store().cancel_compile_job(path_id(&id)?).await? {
         CancelOutcome::Cancelled => "cancelled",
         CancelOutcome::Requested => "cancel_requested",
         CancelOutcome::AlreadyFinished(_) => "already_finished",

@@ -12,6 +12,7 @@ use crate::compile_jobs::{
 };
 use crate::error::{Result, StoreError};
 use crate::jobs::{CancelOutcome, FailOutcome, JobStatus, NewJob, Retry};
+use crate::page::{self, CursorKind, Page, PageRequest};
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -113,21 +114,31 @@ impl CompileJobRepo for PgStore {
         row.try_into()
     }
 
-    async fn list_compile_jobs(&self, filter: &CompileJobFilter) -> Result<Vec<CompileJob>> {
-        let limit = i64::from(filter.limit.unwrap_or(50).clamp(1, 200));
+    async fn list_compile_jobs(
+        &self,
+        filter: &CompileJobFilter,
+        page: &PageRequest,
+    ) -> Result<Page<CompileJob>> {
+        let after = page::decode_time(CursorKind::CompileJobs, page.cursor.as_deref())?;
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, workflow, request, status, stop_reason, stop_detail, progress, estimate,
                     result_version_id, error, created_at, updated_at, finished_at
              FROM compile_jobs
-             WHERE ($1::text IS NULL OR workflow = $1) AND ($2::text IS NULL OR status = $2)
-             ORDER BY created_at DESC, id DESC LIMIT $3",
+             WHERE ($1::text IS NULL OR workflow = $1)
+               AND ($2::text IS NULL OR status = $2)
+               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
+             ORDER BY created_at DESC, id DESC
+             LIMIT $5",
         )
         .bind(filter.workflow.as_deref())
         .bind(filter.status.map(JobStatus::as_str))
-        .bind(limit)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(page.fetch())
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(CompileJob::try_from).collect()
+        let jobs = rows.into_iter().map(CompileJob::try_from).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(jobs, page, |j| page::encode_time(CursorKind::CompileJobs, j.created_at, j.id)))
     }
 
     async fn start_compile_job(&self, id: Uuid) -> Result<Option<Value>> {
