@@ -64,14 +64,22 @@ fn consensus_ops() -> Value {
 }
 
 fn reference_teacher() -> ScriptedTeacher {
+    tagged_teacher("")
+}
+
+/// [`reference_teacher`] whose critiques start with `tag`, so that its job's iteration log can be
+/// told apart from another's.
+fn tagged_teacher(tag: &str) -> ScriptedTeacher {
     ScriptedTeacher::new()
         .script(
             CRITIC,
             [
-                critique(
-                    "The arithmetic is wrong: offload it to a code node evaluating a Python expression.",
-                ),
-                critique("Samples disagree: wrap expression → evaluation in a 5-sample consensus."),
+                critique(&format!(
+                    "{tag}The arithmetic is wrong: offload it to a code node evaluating a Python expression."
+                )),
+                critique(&format!(
+                    "{tag}Samples disagree: wrap expression → evaluation in a 5-sample consensus."
+                )),
             ],
         )
         .script(EDITOR, [edits(offload_ops()), edits(consensus_ops())])
@@ -353,6 +361,94 @@ async fn a_killed_server_resumes_the_compile_without_paying_twice() {
     assert!(resent.is_empty(), "{} answered student calls were paid twice", resent.len());
     let iterations = admin.get(&format!("/v1/compile-jobs/{id}/iterations")).await.expect(200);
     assert_eq!(iterations["items"].as_array().unwrap().len(), 2);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_compile_jobs_at_once_keep_their_logs_calls_and_results_apart() {
+    // Each job has its own teacher and student endpoint, so every model call can be attributed;
+    // the student's latency keeps both jobs running long enough to overlap.
+    let latency = Duration::from_millis(100);
+    let (h, teacher_a) = harness(tagged_teacher("[alpha] "), latency).await;
+    let student_b = FakeOpenAi::builder()
+        .latency(latency)
+        .responder(Arc::new(SimulatedStudent::new()))
+        .start()
+        .await
+        .expect("second student server");
+    let teacher_b =
+        FakeOpenAi::builder().responder(Arc::new(tagged_teacher("[beta] "))).start().await.expect("teacher");
+    let admin = h.admin();
+    admin.post("/v1/endpoints", &endpoint_config("student-b", &student_b)).await.expect(201);
+    admin.post("/v1/endpoints", &endpoint_config("teacher-b", &teacher_b)).await.expect(201);
+
+    // Alpha runs to a perfect score; beta has a budget of one iteration.
+    let alpha = job_request("alpha");
+    let mut beta = job_request("beta");
+    beta["train"] = json!(examples(11, 3));
+    beta["validation"] = json!(examples(2002, 5));
+    beta["teacher"] = json!("teacher-b");
+    beta["student"] = json!("student-b");
+    beta["budget"] = json!({"max_iterations": 1});
+    let (id_a, id_b) = tokio::join!(submit(&admin, &alpha), submit(&admin, &beta));
+    let (path_a, path_b) = (format!("/v1/compile-jobs/{id_a}"), format!("/v1/compile-jobs/{id_b}"));
+    eventually("both jobs running at the same time", || async {
+        let (a, b) = tokio::join!(admin.get(&path_a), admin.get(&path_b));
+        (a.expect(200)["status"] == "running" && b.expect(200)["status"] == "running").then_some(())
+    })
+    .await;
+    let (job_a, job_b) = tokio::join!(wait_finished(&admin, &id_a), wait_finished(&admin, &id_b));
+    assert_eq!(
+        (&job_a["status"], &job_a["stop_reason"]),
+        (&json!("succeeded"), &json!("perfect")),
+        "{job_a}"
+    );
+    assert_eq!((&job_b["status"], &job_b["stop_reason"]), (&json!("succeeded"), &json!("budget")), "{job_b}");
+
+    // Each job counted exactly the calls its own endpoints received.
+    for (job, teacher, student, teacher_calls) in
+        [(&job_a, &teacher_a, &h.fake, 4), (&job_b, &teacher_b, &student_b, 2)]
+    {
+        let progress = &job["progress"];
+        assert_eq!(teacher.request_count(), teacher_calls, "{progress}");
+        assert_eq!(progress["teacher_calls"], teacher_calls, "{progress}");
+        assert_eq!(progress["student_calls"].as_u64(), Some(student.request_count() as u64), "{progress}");
+    }
+
+    // Each iteration log holds its own teacher's critiques only.
+    for (id, own, other, count) in [(&id_a, "[alpha] ", "[beta] ", 2), (&id_b, "[beta] ", "[alpha] ", 1)] {
+        let log = admin.get(&format!("/v1/compile-jobs/{id}/iterations")).await.expect(200);
+        let records = log["items"].as_array().expect("items");
+        assert_eq!(records.len(), count, "{log}");
+        for (i, record) in records.iter().enumerate() {
+            assert_eq!(record["iteration"], i as u64 + 1, "{record}");
+            let critique = record["critiques"][0]["critique"].as_str().expect("a critique");
+            assert!(critique.starts_with(own) && !critique.contains(other), "job {id}: {critique}");
+        }
+    }
+
+    // Each result is its own workflow's version, with its own job's lineage and cost.
+    for (workflow, job, id, teacher_calls) in [("alpha", &job_a, &id_a, 4), ("beta", &job_b, &id_b, 2)] {
+        let version = admin.get(&format!("/v1/workflows/{workflow}/versions/production")).await.expect(200);
+        assert_eq!(version["id"], job["result_version_id"], "{workflow}");
+        assert_eq!(version["job_id"], id.as_str(), "{workflow}");
+        assert_eq!(version["metrics"]["compile_cost"]["teacher"]["calls"], teacher_calls, "{workflow}");
+        let student_calls = &version["metrics"]["compile_cost"]["student"]["calls"];
+        assert_eq!(
+            student_calls, &job["progress"]["student_calls"],
+            "{workflow}: the job counts the whole compile"
+        );
+        assert_eq!(version["metrics"]["stop_reason"], job["stop_reason"], "{workflow}");
+    }
+    let spec_of = |workflow: &'static str| {
+        let admin = admin.clone();
+        async move {
+            admin.get(&format!("/v1/workflows/{workflow}/versions/production")).await.expect(200)["spec"]
+                .to_string()
+        }
+    };
+    assert!(spec_of("alpha").await.contains(r#""kind":"consensus""#), "alpha reached the consensus step");
+    assert!(!spec_of("beta").await.contains(r#""kind":"consensus""#), "beta stopped after one iteration");
     h.finish().await;
 }
 
