@@ -126,17 +126,21 @@ impl Session {
         }
     }
 
-    /// The phases in order; `Err` ends the iteration early.
+    /// The phases in order; `Err` ends the iteration early. A phase's time is recorded whether
+    /// it succeeded or ended the iteration: a slow failing teacher is what the durations are
+    /// there to show.
     async fn step_chain(&self, state: &mut LoopState, record: &mut IterationRecord) -> Result<End, End> {
         self.forward(state, record).await?;
         self.critique(state, record).await?;
         let phase = Instant::now();
-        let candidate = self.propose(state, record).await?;
+        let proposed = self.propose(state, record).await;
         record.durations.edit_ms = ms(phase.elapsed());
+        let candidate = proposed?;
         let hash = self.screen(state, record, &candidate)?;
         let phase = Instant::now();
-        let eval = self.evaluate(&candidate).await?;
+        let evaluated = self.evaluate(&candidate).await;
         record.durations.evaluate_ms = ms(phase.elapsed());
+        let eval = evaluated?;
         record.candidate = Some(eval.summary.clone());
         Ok(match decide(&state.best.train, &eval.summary) {
             Ok(reason) => {
@@ -156,9 +160,10 @@ impl Session {
         let phase = Instant::now();
         if state.best_eval.is_none() {
             let spec = state.best.spec.clone();
-            state.best_eval = Some(self.evaluate(&spec).await?);
+            let evaluated = self.evaluate(&spec).await;
+            record.durations.forward_ms = ms(phase.elapsed());
+            state.best_eval = Some(evaluated?);
         }
-        record.durations.forward_ms = ms(phase.elapsed());
         record.node_variance = state.best_eval.as_ref().map(|e| e.nodes.clone()).unwrap_or_default();
         Ok(())
     }
@@ -179,10 +184,11 @@ impl Session {
             &p.critique_schema,
             &p.critique_check,
         );
-        let critique = self.teacher_step(ask, record).await?.value;
+        let reply = self.teacher_step(ask, record).await;
+        record.durations.critique_ms = ms(phase.elapsed());
+        let critique = reply?.value;
         record.diagnosis = critique.diagnosis;
         record.critiques = critique.critiques;
-        record.durations.critique_ms = ms(phase.elapsed());
         Ok(())
     }
 

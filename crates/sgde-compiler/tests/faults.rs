@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -162,4 +163,26 @@ async fn an_unreachable_student_ends_the_compile_with_error() {
     assert!(outcome.stop_detail.contains("the student is unreachable"), "{}", outcome.stop_detail);
     assert!(outcome.validation.is_none());
     assert_eq!(fixture.teacher.request_count(), 0, "no teacher call for a compile that cannot run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phase_that_ends_the_iteration_still_records_its_time() {
+    // Every teacher reply takes 100 ms. Iteration 1 ends in the edit phase (unparsable Python,
+    // twice), iteration 2 in the critique phase (malformed JSON, twice).
+    let broken = json!([{"op": "offload_to_code", "node": "answer",
+                         "code": "def run(inputs:\n    return inputs['question'] *\n"}]);
+    let script = ScriptedTeacher::new()
+        .script(CRITIC, [offload_critique(), TeacherReply::MalformedJson, TeacherReply::MalformedJson])
+        .script(EDITOR, [edits(broken), TeacherReply::python_that_does_not_parse()]);
+    let slow = Rule::any().delay(Duration::from_millis(100)).respond_with(Arc::new(script));
+    let setup = Setup { teacher_rules: vec![slow], ..Setup::default() };
+    let fixture = Fixture::with(ScriptedTeacher::new(), setup).await;
+    let mut request = request();
+    request.budget.max_iterations = 2;
+    let outcome = bounded(Compiler::new(request, fixture.deps.clone()).unwrap().run()).await;
+    let (first, second) = (&outcome.history[0], &outcome.history[1]);
+    assert!(matches!(first.outcome, IterationOutcome::Rejected { .. }), "{:?}", first.outcome);
+    assert!(first.durations.edit_ms >= 200, "an edit and a repair reply: {:?}", first.durations);
+    assert!(matches!(second.outcome, IterationOutcome::Failed { .. }), "{:?}", second.outcome);
+    assert!(second.durations.critique_ms >= 200, "a reply and its repair: {:?}", second.durations);
 }
