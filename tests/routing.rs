@@ -341,8 +341,8 @@ async fn a_shadow_never_changes_a_response_and_is_recorded_for_comparison() {
     }
     let stats = admin.get("/v1/workflows/ab/stats").await.expect(200);
     let shadow_row =
-        stats["variants"].as_array().into_iter().flatten().find(|v| v["path"] == "shadow").cloned();
-    assert_eq!(shadow_row.map(|r| r["requests"].clone()), Some(json!(20)));
+        stats["variants"].as_array().into_iter().flatten().find(|v| v["stats"]["path"] == "shadow").cloned();
+    assert_eq!(shadow_row.map(|r| r["stats"]["requests"].clone()), Some(json!(20)));
     h.finish().await;
 }
 
@@ -395,12 +395,12 @@ async fn feedback_and_statistics_agree_with_a_recount_of_the_execution_log() {
     let variants = stats["variants"].as_array().cloned().unwrap_or_default();
     assert_eq!(variants.len(), 2, "{stats}");
     for v in &variants {
-        let number = v["version_number"].as_i64().unwrap_or_default();
-        let version_id = v["version_id"].as_str().unwrap_or_default();
+        let number = v["stats"]["version_number"].as_i64().unwrap_or_default();
+        let version_id = v["stats"]["version_id"].as_str().unwrap_or_default();
         let mine: Vec<&Value> = rows.iter().filter(|r| r["version_id"] == version_id).collect();
-        assert_eq!(v["requests"].as_u64(), Some(mine.len() as u64));
+        assert_eq!(v["stats"]["requests"].as_u64(), Some(mine.len() as u64));
         let failed = mine.iter().filter(|r| r["status"] == "failed").count() as u64;
-        assert_eq!(v["errors"].as_u64(), Some(failed));
+        assert_eq!(v["stats"]["errors"].as_u64(), Some(failed));
         let tokens: f64 = mine
             .iter()
             .map(|r| {
@@ -409,17 +409,20 @@ async fn feedback_and_statistics_agree_with_a_recount_of_the_execution_log() {
             })
             .sum::<f64>()
             / mine.len() as f64;
-        assert!((v["tokens_per_run"].as_f64().unwrap_or_default() - tokens).abs() < 1e-9);
+        assert!((v["stats"]["tokens_per_run"].as_f64().unwrap_or_default() - tokens).abs() < 1e-9);
         let mut latencies: Vec<f64> = mine.iter().filter_map(|r| r["latency_us"].as_f64()).collect();
         latencies.sort_by(f64::total_cmp);
         let p50 = percentile(&latencies, 0.5) / 1000.0;
-        assert!((v["latency_p50_ms"].as_f64().unwrap_or_default() - p50).abs() < 1e-6, "{v} vs {p50}");
+        assert!(
+            (v["stats"]["latency_p50_ms"].as_f64().unwrap_or_default() - p50).abs() < 1e-6,
+            "{v} vs {p50}"
+        );
         let (n, correct, scores) = &expected[&number];
-        assert_eq!(v["feedback_count"].as_u64(), Some(*n));
-        assert_eq!(v["correct_n"].as_u64(), Some(*n));
-        assert_eq!(v["correct"].as_u64(), Some(*correct));
+        assert_eq!(v["stats"]["feedback_count"].as_u64(), Some(*n));
+        assert_eq!(v["stats"]["correct_n"].as_u64(), Some(*n));
+        assert_eq!(v["stats"]["correct"].as_u64(), Some(*correct));
         let mean = scores.iter().sum::<f64>() / scores.len() as f64;
-        assert!((v["score_mean"].as_f64().unwrap_or_default() - mean).abs() < 1e-9);
+        assert!((v["stats"]["score_mean"].as_f64().unwrap_or_default() - mean).abs() < 1e-9);
         assert_eq!(v["weight"].as_f64(), Some(if number == 1 { 60.0 } else { 40.0 }));
         if number == 1 {
             assert_eq!(v["control"], true);

@@ -24,6 +24,7 @@ pub mod auth;
 pub mod compile;
 pub mod compile_view;
 pub mod diff;
+pub mod evaluation;
 pub mod exec;
 pub mod extract;
 pub mod idempotency;
@@ -70,6 +71,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::execute::router())
         .merge(routes::runs::router())
         .merge(routes::compile_jobs::router())
+        .merge(routes::datasets::router())
+        .merge(routes::evaluations::router())
         .merge(routes::executions::router())
         .merge(routes::feedback::router())
         .merge(routes::keys::router());

@@ -53,10 +53,13 @@ use crate::problem::{FieldError, Problem};
         (name = "workflows", description = "Workflows"),
         (name = "versions", description = "Immutable, content-addressed versions"),
         (name = "labels", description = "Movable names for versions"),
+        (name = "routing", description = "A/B traffic policies, feedback and per-variant statistics"),
         (name = "execute", description = "Synchronous execution"),
         (name = "runs", description = "Asynchronous runs on the durable queue"),
         (name = "compile-jobs", description = "Compiling workflows with a teacher model, as durable jobs"),
         (name = "executions", description = "The execution log"),
+        (name = "datasets", description = "Example sets for evaluations, uploaded as JSON Lines"),
+        (name = "evaluations", description = "Accuracy of versions on data sets, with paired comparisons"),
         (name = "keys", description = "API keys"),
         (name = "system", description = "Health, readiness, metrics, schemas"),
     )

@@ -23,7 +23,8 @@ use crate::state::AppState;
 use crate::{exec, webhook};
 
 /// Jobs this worker knows how to run.
-pub const KINDS: [&str; 3] = [RUN_JOB_KIND, COMPILE_JOB_KIND, webhook::WEBHOOK_JOB_KIND];
+pub const KINDS: [&str; 4] =
+    [RUN_JOB_KIND, COMPILE_JOB_KIND, webhook::WEBHOOK_JOB_KIND, sgde_store::EVALUATION_JOB_KIND];
 
 /// How often expired jobs with no attempts left are settled.
 const REAP_EVERY: Duration = Duration::from_secs(10);
@@ -142,6 +143,9 @@ pub async fn process_one(state: &AppState, job: Job, stop: CancellationToken) ->
     if job.kind == COMPILE_JOB_KIND {
         // Compiles keep their own lease: a cancel request stops the compiler, not the task.
         return crate::compile::process(state, &job, stop).await;
+    }
+    if job.kind == sgde_store::EVALUATION_JOB_KIND {
+        return crate::evaluation::process(state, &job, stop).await;
     }
     let work = async {
         match job.kind.as_str() {

@@ -92,7 +92,7 @@ pub use error::CompileError;
 pub use estimate::{Cost, Estimate, PriceTable, estimate};
 pub use evaluate::ScoreSummary;
 pub use initial::{INITIAL_NODE, initial_spec};
-pub use metric::Metric;
+pub use metric::{Metric, Scorer};
 pub use options::CompileOptions;
 pub use outcome::{CompileOutcome, StopReason};
 pub use progress::{ProgressEvent, ProgressSink};

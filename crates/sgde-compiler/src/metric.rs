@@ -87,14 +87,16 @@ impl Metric {
 
 /// A metric ready to score, holding the sandbox for Python metrics.
 #[derive(Clone)]
-pub(crate) struct Scorer {
+/// A metric ready to score outputs (a Python metric runs in the sandbox); shared by the
+/// compiler's loss and the service's evaluations so that both score alike.
+pub struct Scorer {
     metric: Metric,
     code: Option<Arc<str>>,
     sandbox: Sandbox,
 }
 
 impl Scorer {
-    pub(crate) fn new(metric: Metric, sandbox: Sandbox) -> Self {
+    pub fn new(metric: Metric, sandbox: Sandbox) -> Self {
         let code = match &metric {
             Metric::Python { code } => Some(Arc::from(code.as_str())),
             _ => None,
@@ -104,7 +106,7 @@ impl Scorer {
 
     /// The score of `output` against `expected`; `Err` when a Python metric failed (the sample
     /// then scores 0 and the error is kept for the record).
-    pub(crate) async fn score(&self, output: &Value, expected: &Value) -> Result<f64, String> {
+    pub async fn score(&self, output: &Value, expected: &Value) -> Result<f64, String> {
         Ok(match &self.metric {
             Metric::Exact => bool_score(json_equal(output, expected)),
             Metric::Numeric { tolerance } => match (as_number(output), as_number(expected)) {

@@ -87,6 +87,7 @@ const CONSTRAINTS: &[(&str, Meaning)] = &[
     ("traffic_policies_pkey", Meaning::Conflict("policy revision")),
     ("traffic_policies_shadow_fkey", Meaning::Missing("version")),
     ("execution_feedback_execution_id_fkey", Meaning::Missing("execution")),
+    ("datasets_name_live_key", Meaning::Conflict("dataset name")),
 ];
 
 impl From<sqlx::Error> for StoreError {

@@ -19,6 +19,7 @@
 //! - [`labels`]: movable labels with a history of every move.
 //! - [`policies`]: A/B traffic policies as revisions; [`buckets`]: sticky key → variant ranges.
 //! - [`feedback`]: feedback on executions and per-variant statistics.
+//! - [`datasets`]: data sets with seeded splits, and evaluation results.
 //! - [`executions`]: the execution log, one INSERT per synchronous execute.
 //! - [`runs`]: asynchronous runs = an execution + its job, written and finished atomically.
 //! - [`keys`]: API keys hashed at rest, scopes, the bootstrap admin key.
@@ -36,6 +37,7 @@
 
 pub mod buckets;
 pub mod compile_jobs;
+pub mod datasets;
 pub mod endpoints;
 pub mod error;
 pub mod executions;
@@ -58,6 +60,9 @@ use async_trait::async_trait;
 pub use buckets::BucketRange;
 pub use compile_jobs::{
     COMPILE_JOB_KIND, CompileEnd, CompileJob, CompileJobFilter, CompileJobRepo, CompilePayload, NewCompileJob,
+};
+pub use datasets::{
+    Dataset, DatasetRepo, DatasetRow, EVALUATION_JOB_KIND, EvaluationResult, NewDataset, Split, SplitSpec,
 };
 pub use endpoints::{Endpoint, EndpointRepo};
 pub use error::{Result, StoreError};
@@ -99,6 +104,7 @@ pub trait Store:
     + VersionRepo
     + LabelRepo
     + PolicyRepo
+    + DatasetRepo
     + FeedbackRepo
     + ExecutionRepo
     + RunRepo
@@ -119,6 +125,7 @@ impl<T> Store for T where
         + VersionRepo
         + LabelRepo
         + PolicyRepo
+        + DatasetRepo
         + FeedbackRepo
         + ExecutionRepo
         + RunRepo

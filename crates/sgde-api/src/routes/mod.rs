@@ -1,7 +1,9 @@
 //! The routers of `/v1`, one module per resource, merged in [`crate::app`].
 
 pub mod compile_jobs;
+pub mod datasets;
 pub mod endpoints;
+pub mod evaluations;
 pub mod execute;
 pub mod executions;
 pub mod feedback;

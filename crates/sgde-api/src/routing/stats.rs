@@ -14,7 +14,6 @@ use crate::state::AppState;
 /// One variant (or the shadow) with its numbers and how it compares with the control.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct VariantReport {
-    #[serde(flatten)]
     pub stats: VariantStats,
     /// Current weight in percent; absent for versions no longer in the policy and for the shadow.
     pub weight: Option<f64>,

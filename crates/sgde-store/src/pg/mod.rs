@@ -10,6 +10,7 @@
 
 mod cache;
 mod compile_jobs;
+mod datasets;
 mod endpoints;
 mod executions;
 mod feedback;
