@@ -38,9 +38,19 @@ pub enum Command {
     Migrate(crate::serve::DatabaseArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Benchmarks that drive a running sgde over its API.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Internal: a sandbox worker process, started by the service itself.
     #[command(hide = true)]
     SandboxWorker,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The paper's experiment on GSM-Hard: zero-shot, prompt-only, + offloading, full SGDe, for
+    /// each m; writes paper.md and paper.csv.
+    Paper(Box<crate::bench_paper::PaperArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,6 +96,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Openapi => {
             println!("{}", sgde_api::openapi().to_pretty_json()?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Paper(args)) => {
+            crate::bench_paper::run(*args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::SandboxWorker => Ok(sgde_sandbox::worker_main()),
     }

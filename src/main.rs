@@ -3,6 +3,7 @@
 //! Configuration is parsed here, once, with clap (flags and environment variables); library
 //! crates never read the environment.
 
+mod bench_paper;
 mod cli;
 mod serve;
 
