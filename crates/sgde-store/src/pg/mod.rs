@@ -36,6 +36,9 @@ use crate::error::{Result, StoreError};
 pub use executions::insert_execution;
 pub use jobs::enqueue_job;
 
+/// A pooled connection idle at least this long is pinged before use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 /// Connection settings. The binary fills this from its `Config`; the store reads no environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
@@ -86,6 +89,18 @@ impl PgStore {
             .max_connections(options.max_connections)
             .min_connections(options.min_connections)
             .acquire_timeout(options.acquire_timeout)
+            // Pinging on every acquire costs a round trip per query on the hot path; a
+            // connection that was just in use is known good. Only one idle for a while (which a
+            // database restart or a firewall may have cut) is pinged before it is handed out.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_BEFORE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(connect.clone())
             .await
         {
