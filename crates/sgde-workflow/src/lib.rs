@@ -10,6 +10,7 @@
 //! - [`spec`]: the serde types of spec v1 (deny unknown fields, defaults filled when parsed).
 //! - [`node_map`]: nodes keyed by id, remembering duplicate keys for validation.
 //! - [`validate`]: all errors of a spec at once, each with a JSON pointer.
+//! - [`folder`]: a version as a reviewable folder (manifest + one file per prompt and code step).
 //! - [`canonical`]: canonical JSON and the `sha256:` content hash of a version.
 //! - [`template`]: strict, fuel-bounded minijinja prompt templates.
 //! - [`parse`]: output parsers (text, number, JSON with schema, regex).
@@ -19,6 +20,7 @@
 
 pub mod canonical;
 pub mod edit;
+pub mod folder;
 pub mod node_map;
 pub mod parse;
 pub mod python;
@@ -29,6 +31,7 @@ pub mod validate;
 
 pub use canonical::canonical_json;
 pub use edit::{EditError, EditOp, OffloadMode, apply};
+pub use folder::{FileMap, Folder, FolderError, FolderErrors, Provenance};
 pub use node_map::NodeMap;
 pub use parse::{CompiledParser, ParseFailure};
 pub use python::{RunSignature, run_signature};

@@ -172,7 +172,7 @@ fn refine_node_error(root: &Value, mut pointer: String, mut message: String) -> 
     (pointer, message)
 }
 
-fn path_to_pointer(path: &serde_path_to_error::Path) -> String {
+pub(crate) fn path_to_pointer(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     let mut pointer = String::new();
     for segment in path.iter() {
