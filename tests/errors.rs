@@ -42,6 +42,13 @@ fn routes(h: &Harness, run_id: &str, execution_id: &str, key_id: &str) -> Vec<Ro
         route(M::GET, "/v1/workflows/echo/versions", None, "read"),
         route(M::GET, "/v1/workflows/echo/versions/1", None, "read"),
         route(M::GET, "/v1/workflows/echo/diff?from=1&to=latest", None, "read"),
+        route(
+            M::POST,
+            "/v1/workflows/echo/apply",
+            Some(json!({"spec": echo_spec(), "label": "staging"})),
+            "write",
+        ),
+        route(M::POST, "/v1/workflows/echo/apply/preview", Some(json!({"spec": echo_spec()})), "read"),
         route(M::GET, "/v1/workflows/echo/labels", None, "read"),
         route(M::PUT, "/v1/workflows/echo/labels/production", Some(json!({"version": "1"})), "write"),
         route(M::GET, "/v1/workflows/echo/labels/production/history", None, "read"),

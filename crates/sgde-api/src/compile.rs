@@ -352,6 +352,7 @@ async fn finish(
         parent_version_id: stored.initial_version_id,
         source: VersionSource::Compile,
         job_id: Some(id),
+        origin: None,
         metrics: Some(json!({
             "train_score": outcome.best.train.score,
             "train": outcome.best.train,

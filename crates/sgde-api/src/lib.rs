@@ -66,6 +66,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::system::router())
         .merge(routes::endpoints::router())
         .merge(routes::workflows::router())
+        .merge(routes::apply::router())
         .merge(routes::labels::router())
         .merge(routes::policies::router())
         .merge(routes::execute::router())

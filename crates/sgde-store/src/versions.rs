@@ -68,6 +68,11 @@ pub struct Version {
     pub job_id: Option<Uuid>,
     /// Scores and costs recorded when the version was made (training score, compile cost, …).
     pub metrics: Option<Value>,
+    /// Where the content came from when it was applied from a folder exported elsewhere: that
+    /// folder's provenance block (content hash, source, parent hash, compile job, metrics), kept
+    /// verbatim so that exporting this version writes it again. Absent for versions made here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Value>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -81,6 +86,8 @@ pub struct NewVersion {
     pub source: VersionSource,
     pub job_id: Option<Uuid>,
     pub metrics: Option<Value>,
+    /// See [`Version::origin`].
+    pub origin: Option<Value>,
 }
 
 impl NewVersion {
@@ -93,6 +100,7 @@ impl NewVersion {
             source: VersionSource::Manual,
             job_id: None,
             metrics: None,
+            origin: None,
         }
     }
 }

@@ -32,6 +32,15 @@ pub struct SetLabel {
     pub version: String,
 }
 
+/// A label must be a name that cannot be read as another kind of version reference.
+pub(crate) fn check_label(label: &str, pointer: &str) -> Result<(), ApiError> {
+    check_name(label, pointer)?;
+    if label == "latest" || label.parse::<i64>().is_ok() {
+        return Err(ApiError::invalid(pointer, "`latest` and numbers address versions; pick another label"));
+    }
+    Ok(())
+}
+
 /// Labels of a workflow.
 #[utoipa::path(get, path = "/v1/workflows/{name}/labels", tag = "labels", params(("name" = String, Path)),
     responses((status = 200, body = Items<Label>), (status = 404, body = Problem)), security(("bearer" = [])))]
@@ -57,13 +66,7 @@ async fn set_label(
     body: ApiJson<SetLabel>,
 ) -> Result<Json<LabelMove>, ApiError> {
     principal.require(Scope::Write)?;
-    check_name(&label, "/path/label")?;
-    if label == "latest" || label.parse::<i64>().is_ok() {
-        return Err(ApiError::invalid(
-            "/path/label",
-            "`latest` and numbers address versions; pick another label",
-        ));
-    }
+    check_label(&label, "/path/label")?;
     let workflow = state.store().get_workflow(&name).await?;
     let version = state.store().get_version(workflow.id, &version_ref(&body.value.version)).await.map_err(
         |e| match e {

@@ -1,5 +1,6 @@
 //! The routers of `/v1`, one module per resource, merged in [`crate::app`].
 
+pub mod apply;
 pub mod compile_jobs;
 pub mod datasets;
 pub mod endpoints;

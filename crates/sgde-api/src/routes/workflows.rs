@@ -103,6 +103,7 @@ pub(crate) fn new_version(
         source: VersionSource::Manual,
         job_id: None,
         metrics: None,
+        origin: None,
     })
 }
 

@@ -30,6 +30,7 @@ pub(super) struct VersionRow {
     source: String,
     job_id: Option<Uuid>,
     metrics: Option<Value>,
+    origin: Option<Value>,
     created_at: DateTime<Utc>,
 }
 
@@ -47,6 +48,7 @@ impl TryFrom<VersionRow> for Version {
             source: VersionSource::parse(&r.source)?,
             job_id: r.job_id,
             metrics: r.metrics,
+            origin: r.origin,
             created_at: r.created_at,
         })
     }
@@ -83,7 +85,7 @@ pub(super) async fn create_version_in(
 
     let existing: Option<VersionRow> = sqlx::query_as(
         "SELECT id, workflow_id, number, spec, content_hash, parent_version_id, source, job_id, metrics,
-                created_at
+                origin, created_at
          FROM workflow_versions WHERE workflow_id = $1 AND content_hash = $2",
     )
     .bind(workflow_id)
@@ -97,10 +99,11 @@ pub(super) async fn create_version_in(
     let number = latest.checked_add(1).ok_or(StoreError::Invalid { what: "version number (overflow)" })?;
     let row: VersionRow = sqlx::query_as(
         "INSERT INTO workflow_versions
-            (id, workflow_id, number, spec, content_hash, parent_version_id, source, job_id, metrics)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            (id, workflow_id, number, spec, content_hash, parent_version_id, source, job_id, metrics,
+             origin)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          RETURNING id, workflow_id, number, spec, content_hash, parent_version_id, source, job_id, metrics,
-                   created_at",
+                   origin, created_at",
     )
     .bind(Uuid::now_v7())
     .bind(workflow_id)
@@ -111,6 +114,7 @@ pub(super) async fn create_version_in(
     .bind(new.source.as_str())
     .bind(new.job_id)
     .bind(&new.metrics)
+    .bind(&new.origin)
     .fetch_one(&mut *conn)
     .await?;
     sqlx::query("UPDATE workflows SET latest_version = $2, updated_at = now() WHERE id = $1")
@@ -145,7 +149,7 @@ impl PgStore {
         let (number, id, label, fallback) = selector_params(selector);
         let row: Option<ResolvedRow> = sqlx::query_as(
             "SELECT v.id, v.workflow_id, v.number, v.spec, v.content_hash, v.parent_version_id, v.source,
-                    v.job_id, v.metrics, v.created_at,
+                    v.job_id, v.metrics, v.origin, v.created_at,
                     w.id AS w_id, w.name AS w_name, w.description AS w_description,
                     w.latest_version AS w_latest_version, w.created_at AS w_created_at,
                     w.updated_at AS w_updated_at
@@ -225,7 +229,7 @@ impl VersionRepo for PgStore {
         let before = page::decode_int(CursorKind::Versions, page.cursor.as_deref())?;
         let rows: Vec<VersionRow> = sqlx::query_as(
             "SELECT v.id, v.workflow_id, v.number, v.spec, v.content_hash, v.parent_version_id, v.source,
-                    v.job_id, v.metrics, v.created_at
+                    v.job_id, v.metrics, v.origin, v.created_at
              FROM workflow_versions v JOIN workflows w ON w.id = v.workflow_id
              WHERE v.workflow_id = $1 AND w.deleted_at IS NULL AND ($2::int8 IS NULL OR v.number < $2)
              ORDER BY v.number DESC
