@@ -38,6 +38,8 @@ pub enum Command {
     Migrate(crate::serve::DatabaseArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Workflows as folders in version control: export, diff and apply against a running sgde.
+    Workflow(crate::workflow_files::WorkflowArgs),
     /// Benchmarks that drive a running sgde over its API.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -97,6 +99,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", sgde_api::openapi().to_pretty_json()?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Workflow(args) => crate::workflow_files::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(BenchCommand::Paper(args)) => {
             crate::bench_paper::run(*args).await.map(|()| ExitCode::SUCCESS)
         }

@@ -6,6 +6,7 @@
 mod bench_paper;
 mod cli;
 mod serve;
+mod workflow_files;
 
 use std::process::ExitCode;
 
