@@ -37,7 +37,7 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null &&
 
 AUTH="Authorization: Bearer $SGDE_BENCH_TOKEN"
 curl -sf -X POST "http://127.0.0.1:$PORT/v1/endpoints" -H "$AUTH" -H 'content-type: application/json' \
-  -d "{\"name\":\"student\",\"base_url\":\"http://127.0.0.1:$MODEL_PORT/v1\",\"model\":\"student\",\"max_concurrency\":64}" >/dev/null
+  -d "{\"name\":\"student\",\"base_url\":\"http://127.0.0.1:$MODEL_PORT/v1\",\"model\":\"student\",\"max_concurrency\":64,\"supports_n\":true}" >/dev/null
 python3 -c "import json; print(json.dumps({'name': 'gsm', 'spec': json.load(open('examples/gsm_consensus.json'))}))" |
   curl -sf -X POST "http://127.0.0.1:$PORT/v1/workflows" -H "$AUTH" -H 'content-type: application/json' -d @- >/dev/null
 if [ "${ROUTING:-0}" = 1 ]; then

@@ -761,3 +761,45 @@ async fn api_keys_are_scoped_listed_and_revoked_at_once() {
     ops.get("/v1/keys").await.problem(401, "unauthorized");
     h.finish().await;
 }
+
+#[tokio::test]
+async fn a_consensus_fan_out_is_one_request_with_n_where_the_endpoint_supports_it() {
+    let fake = FakeOpenAi::builder().responder(Arc::new(SimulatedStudent::new())).start().await.unwrap();
+    let h = Harness::with(fake, common::ServiceConfig::default()).await;
+    let admin = h.admin();
+    h.workflow("gsm", &reference_spec()).await;
+    let problem = &ProblemGenerator::new(9).batch(1, Difficulty::Hard)[0];
+    let run = |admin: &common::Api| {
+        let body = json!({"inputs": {"question": problem.question}, "trace": true});
+        let admin = admin.clone();
+        async move { admin.post("/v1/workflows/gsm/execute", &body).await.expect(200) }
+    };
+    // Without `supports_n`: the extract call and five program calls.
+    h.fake.reset();
+    let plain = run(&admin).await;
+    assert_eq!(plain["output"], problem.answer, "{plain}");
+    assert_eq!(h.fake.request_count(), 6);
+
+    // With it: the five program samples are one request with n = 5, and each sample still has
+    // its own reply, prompt and usage in the trace.
+    let mut config = endpoint_config("student", &h.fake);
+    config["supports_n"] = json!(true);
+    admin.put("/v1/endpoints/student", &config).await.expect(200);
+    h.fake.reset();
+    let batched = run(&admin).await;
+    assert_eq!(batched["output"], problem.answer, "{batched}");
+    assert_eq!(h.fake.request_count(), 2, "{:?}", h.fake.requests().len());
+    let samples: Vec<&Value> = batched["trace"]["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["node"] == "program")
+        .collect();
+    assert_eq!(samples.len(), 5);
+    assert!(
+        samples
+            .iter()
+            .all(|s| s["raw_output"].is_string() && s["prompt"].is_string() && s["usage"].is_object())
+    );
+    h.finish().await;
+}

@@ -105,4 +105,12 @@ impl ModelClient for StoreModels {
         let client = self.client(&request.endpoint).await?;
         client.complete(request).await
     }
+
+    /// Delegated, so that an endpoint honouring `n` serves a consensus fan-out in one request.
+    async fn complete_n(&self, request: ChatRequest, n: u32) -> Vec<Result<ChatResponse, ModelError>> {
+        match self.client(&request.endpoint).await {
+            Ok(client) => client.complete_n(request, n).await,
+            Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
+        }
+    }
 }

@@ -6,14 +6,14 @@
 //! node in flight — model requests and sandbox calls included — which is how a caller that goes
 //! away cancels its run.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::{self, FuturesUnordered, StreamExt};
 use serde_json::{Map, Value};
-use sgde_llm::{ChatRequest, Message, ModelClient, Usage};
+use sgde_llm::{ChatRequest, ChatResponse, Message, ModelClient, Usage};
 use sgde_sandbox::{CallRequest, Limits, Sandbox};
 use sgde_workflow::validate::MAX_SAMPLES;
 
@@ -96,7 +96,13 @@ struct RunCtx<'a> {
     workflow: &'a PreparedWorkflow,
     inputs: Arc<Value>,
     sink: TraceSink,
+    /// Replies fetched for a whole consensus fan-out at once, by (node path, sample key); each
+    /// sample takes its own when it reaches the node.
+    prefetched: Mutex<HashMap<(String, u32), ModelReply>>,
 }
+
+/// A model reply, or why there is none, as a node records it.
+type ModelReply = Result<ChatResponse, (NodeErrorKind, String)>;
 
 impl Runtime {
     pub fn new(models: Arc<dyn ModelClient>, sandbox: Sandbox, config: RuntimeConfig) -> Self {
@@ -129,7 +135,13 @@ impl Runtime {
                 elapsed: started.elapsed(),
             };
         }
-        let ctx = RunCtx { runtime: self, workflow, inputs: Arc::new(inputs), sink: TraceSink::new() };
+        let ctx = RunCtx {
+            runtime: self,
+            workflow,
+            inputs: Arc::new(inputs),
+            sink: TraceSink::new(),
+            prefetched: Mutex::new(HashMap::new()),
+        };
         let deadline = options.deadline.unwrap_or(self.config.run_deadline).min(self.config.run_deadline);
         let root = SampleCtx { index: None, prefix: String::new(), key: 0 };
         let walk = run_graph(&ctx, &workflow.root, Scope::new(), root);
@@ -222,14 +234,15 @@ fn template_context<'v>(inputs: &'v Value, deps: &'v Scope) -> BTreeMap<&'v str,
     context
 }
 
-async fn run_llm(
+/// The request of an `llm` node: rendered templates (also recorded in the trace) and decoding.
+fn llm_request(
     ctx: &RunCtx<'_>,
     node: &PreparedNode,
     llm: &PreparedLlm,
     deps: &Scope,
-    sample: &SampleCtx,
-    trace: &mut NodeTrace,
-) -> StepResult {
+    sample_key: u32,
+    mut trace: Option<&mut NodeTrace>,
+) -> Result<ChatRequest, (NodeErrorKind, String)> {
     let context = template_context(&ctx.inputs, deps);
     let render = |part: &str| {
         ctx.workflow
@@ -240,36 +253,102 @@ async fn run_llm(
     let mut messages = Vec::with_capacity(2);
     if llm.has_system {
         let system = render("system")?;
-        trace.system = Some(system.clone());
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.system = Some(system.clone());
+        }
         messages.push(Message::system(system));
     }
     let prompt = render("prompt")?;
-    trace.prompt = Some(prompt.clone());
+    if let Some(trace) = trace {
+        trace.prompt = Some(prompt.clone());
+    }
     messages.push(Message::user(prompt));
     let mut decoding = llm.decoding.clone();
-    decoding.seed = decoding.seed.map(|s| s.wrapping_add(u64::from(sample.key)));
-    let request = ChatRequest {
+    decoding.seed = decoding.seed.map(|s| s.wrapping_add(u64::from(sample_key)));
+    Ok(ChatRequest {
         endpoint: llm.model.clone(),
         messages,
         decoding,
-        sample_index: sample.key,
+        sample_index: sample_key,
         json_schema: llm.json_schema.clone(),
-    };
-    let timeout = llm.timeout.unwrap_or(ctx.runtime.config.node_timeout);
-    let response = match tokio::time::timeout(timeout, ctx.runtime.models.complete(request)).await {
-        Err(_) => {
-            return Err((
-                NodeErrorKind::Timeout,
-                format!("no model reply within {} ms", timeout.as_millis()),
-            ));
+    })
+}
+
+fn no_reply_within(timeout: Duration) -> (NodeErrorKind, String) {
+    (NodeErrorKind::Timeout, format!("no model reply within {} ms", timeout.as_millis()))
+}
+
+async fn run_llm(
+    ctx: &RunCtx<'_>,
+    node: &PreparedNode,
+    llm: &PreparedLlm,
+    deps: &Scope,
+    sample: &SampleCtx,
+    trace: &mut NodeTrace,
+) -> StepResult {
+    let request = llm_request(ctx, node, llm, deps, sample.key, Some(trace))?;
+    let prefetched = ctx
+        .prefetched
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&(node.path.clone(), sample.key));
+    let reply = match prefetched {
+        Some(reply) => reply,
+        None => {
+            let timeout = llm.timeout.unwrap_or(ctx.runtime.config.node_timeout);
+            match tokio::time::timeout(timeout, ctx.runtime.models.complete(request)).await {
+                Err(_) => Err(no_reply_within(timeout)),
+                Ok(Err(e)) => Err((NodeErrorKind::Model, e.to_string())),
+                Ok(Ok(response)) => Ok(response),
+            }
         }
-        Ok(Err(e)) => return Err((NodeErrorKind::Model, e.to_string())),
-        Ok(Ok(response)) => response,
     };
+    let response = reply?;
     trace.usage = Some(response.usage);
     trace.cached = response.cached;
     trace.raw_output = Some(response.text.clone());
     llm.parser.parse(&response.text).map_err(|e| (NodeErrorKind::Parse, e.to_string()))
+}
+
+/// Fetches, for every `llm` node of a consensus body that depends only on values from outside
+/// the body, all samples' replies with one `complete_n` call: one request with the API's `n`
+/// where the endpoint honours it (the prompt is the same for every sample), concurrent calls
+/// otherwise. Each sample then finds its reply under its own sample key, so traces, seeds and
+/// cache keys are per sample as if it had asked itself.
+async fn prefetch_fan_out(ctx: &RunCtx<'_>, consensus: &PreparedConsensus, deps: &Scope, first_key: u32) {
+    let body = &consensus.body;
+    let fetches =
+        body.nodes.iter().enumerate().filter(|(i, _)| body.local_deps[*i] == 0).filter_map(|(_, node)| {
+            let PreparedKind::Llm(llm) = &node.kind else { return None };
+            let node_deps: Scope =
+                node.deps.iter().filter_map(|d| deps.get(d).map(|v| (d.clone(), Arc::clone(v)))).collect();
+            // A template error is reported by each sample itself, with its trace.
+            let request = llm_request(ctx, node, llm, &node_deps, first_key, None).ok()?;
+            let timeout = llm.timeout.unwrap_or(ctx.runtime.config.node_timeout);
+            Some(async move {
+                let replies: Vec<ModelReply> = match tokio::time::timeout(
+                    timeout,
+                    ctx.runtime.models.complete_n(request, consensus.samples),
+                )
+                .await
+                {
+                    Err(_) => (0..consensus.samples).map(|_| Err(no_reply_within(timeout))).collect(),
+                    Ok(results) => results
+                        .into_iter()
+                        .map(|r| r.map_err(|e| (NodeErrorKind::Model, e.to_string())))
+                        .collect(),
+                };
+                (node.path.clone(), replies)
+            })
+        });
+    let fetched = futures::future::join_all(fetches).await;
+    let mut prefetched = ctx.prefetched.lock().unwrap_or_else(PoisonError::into_inner);
+    for (path, replies) in fetched {
+        for (i, reply) in replies.into_iter().enumerate() {
+            let key = first_key.wrapping_add(u32::try_from(i).unwrap_or(u32::MAX));
+            prefetched.insert((path.clone(), key), reply);
+        }
+    }
 }
 
 async fn run_code(ctx: &RunCtx<'_>, code: &PreparedCode, deps: &Scope, trace: &mut NodeTrace) -> StepResult {
@@ -320,12 +399,16 @@ async fn run_consensus(
         .min(ctx.runtime.config.consensus_concurrency)
         .max(1);
     let over = consensus.over.as_str();
+    let key_of = |s: u32| sample.key.wrapping_mul(MAX_SAMPLES + 1).wrapping_add(s + 1);
+    if consensus.samples > 1 {
+        prefetch_fan_out(ctx, consensus, &deps, key_of(0)).await;
+    }
     let runs = stream::iter(0..consensus.samples)
         .map(|s| {
             let child = SampleCtx {
                 index: Some(s),
                 prefix: format!("{}{}[{s}]/", sample.prefix, node.id),
-                key: sample.key.wrapping_mul(MAX_SAMPLES + 1).wrapping_add(s + 1),
+                key: key_of(s),
             };
             let outer = deps.clone();
             async move {
