@@ -41,6 +41,15 @@ async fn upload(h: &Harness, name: &str, body: String) -> common::Reply {
     admin.send(request).await
 }
 
+/// The evaluation once it has succeeded.
+async fn finished(admin: &common::Api, id: &str) -> Value {
+    eventually("the evaluation", || async move {
+        let e = admin.get(&format!("/v1/evaluations/{id}")).await.expect(200);
+        (e["status"] == "succeeded").then_some(e)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn datasets_upload_validate_and_split_by_seed() {
     let h = Harness::start().await;
@@ -128,15 +137,7 @@ async fn an_evaluation_reports_accuracy_and_compares_two_versions() {
         .expect(202);
     let id = submitted["id"].as_str().unwrap_or_default().to_owned();
     assert_eq!(submitted["examples"], 25);
-    let done = eventually("the evaluation", || {
-        let admin = &admin;
-        let id = id.clone();
-        async move {
-            let e = admin.get(&format!("/v1/evaluations/{id}")).await.expect(200);
-            (e["status"] == "succeeded").then_some(e)
-        }
-    })
-    .await;
+    let done = finished(&admin, &id).await;
     let version = &done["version"];
     let baseline = &done["baseline"];
     assert_eq!((version["done"].as_u64(), baseline["done"].as_u64()), (Some(25), Some(25)));
@@ -213,15 +214,7 @@ async fn evaluation_requests_are_validated() {
         .await
         .expect(202);
     let id = submitted["id"].as_str().unwrap_or_default().to_owned();
-    let done = eventually("the evaluation", || {
-        let admin = &admin;
-        let id = id.clone();
-        async move {
-            let e = admin.get(&format!("/v1/evaluations/{id}")).await.expect(200);
-            (e["status"] == "succeeded").then_some(e)
-        }
-    })
-    .await;
+    let done = finished(&admin, &id).await;
     assert_eq!(
         (done["version"]["all"]["correct"].as_u64(), done["version"]["all"]["total"].as_u64()),
         (Some(1), Some(2))
