@@ -84,19 +84,105 @@ pub(crate) fn rejected_view(rejected: &[RejectedEdit]) -> String {
     out
 }
 
-pub(crate) fn critiques_view(critiques: &[Critique]) -> String {
+/// Critiques shown to the editor, at most; a critic that rambles does not crowd out the rest of
+/// the prompt (a 135M teacher once returned 33 copies of one line).
+const MAX_CRITIQUES_SHOWN: usize = 12;
+/// Characters of one critique (and of its suggestion) shown to the editor.
+const MAX_CRITIQUE_CHARS: usize = 800;
+
+/// Node addresses of `nodes` (`extract`, `solve/program`, ...) into `out`.
+fn addresses(nodes: &NodeMap, prefix: &str, out: &mut std::collections::HashSet<String>) {
+    for (id, node) in nodes.iter() {
+        let address = format!("{prefix}{id}");
+        if let Node::Consensus(c) = node {
+            addresses(&c.body.nodes, &format!("{address}/"), out);
+        }
+        // A body node is also known by its bare id, which is unique in the spec.
+        out.insert(id.clone());
+        out.insert(address);
+    }
+}
+
+/// The critiques as the editor sees them: those about nodes of `spec` (or the whole
+/// `workflow`), without repeats, clipped, at most [`MAX_CRITIQUES_SHOWN`]; how many were left
+/// out is said, so the editor knows the critic was noisy. The iteration record keeps them all.
+pub(crate) fn critiques_view(critiques: &[Critique], spec: &WorkflowSpec) -> String {
     if critiques.is_empty() {
         return "(the critic found nothing to criticise)".to_owned();
     }
-    let mut out = String::new();
+    let mut known = std::collections::HashSet::new();
+    addresses(&spec.nodes, "", &mut known);
+    let mut shown: Vec<&Critique> = Vec::new();
+    let (mut unknown, mut repeated) = (0usize, 0usize);
     for c in critiques {
-        let severity = c.severity.as_deref().map(|s| format!(" [{s}]")).unwrap_or_default();
-        out.push_str(&format!("- `{}`{severity}: {}\n", c.node, c.critique));
-        if let Some(s) = &c.suggestion {
-            out.push_str(&format!("  suggestion: {s}\n"));
+        if c.node != "workflow" && !known.contains(c.node.as_str()) {
+            unknown += 1;
+        } else if shown.iter().any(|s| s.node == c.node && s.critique == c.critique) {
+            repeated += 1;
+        } else {
+            shown.push(c);
         }
     }
+    let over = shown.len().saturating_sub(MAX_CRITIQUES_SHOWN);
+    let mut out = String::new();
+    for c in shown.iter().take(MAX_CRITIQUES_SHOWN) {
+        let severity = c.severity.as_deref().map(|s| format!(" [{s}]")).unwrap_or_default();
+        out.push_str(&format!("- `{}`{severity}: {}\n", c.node, clip(&c.critique, MAX_CRITIQUE_CHARS)));
+        if let Some(s) = &c.suggestion {
+            out.push_str(&format!("  suggestion: {}\n", clip(s, MAX_CRITIQUE_CHARS)));
+        }
+    }
+    for (n, what) in [
+        (unknown, "about nodes the workflow does not have"),
+        (repeated, "repeated"),
+        (over, "beyond the first"),
+    ] {
+        if n > 0 {
+            out.push_str(&format!("({n} more critique(s) {what} left out)\n"));
+        }
+    }
+    if out.is_empty() {
+        return "(the critic named no node of this workflow)".to_owned();
+    }
     out
+}
+
+#[cfg(test)]
+mod critique_view_tests {
+    use super::*;
+
+    fn critique(node: &str, text: &str) -> Critique {
+        Critique { node: node.into(), critique: text.into(), severity: None, suggestion: None }
+    }
+
+    #[test]
+    fn unknown_nodes_repeats_and_floods_are_left_out() {
+        let spec: WorkflowSpec = serde_json::from_value(serde_json::json!({
+            "schema": "sgde.workflow/v1", "inputs": {"type": "object"}, "output": "solve",
+            "nodes": {"extract": {"kind": "llm", "prompt": "x"},
+                      "solve": {"kind": "consensus", "samples": 3, "deps": ["extract"],
+                                "body": {"output": "program", "nodes": {"program": {"kind": "llm", "deps": ["extract"], "prompt": "y"}}}}}
+        }))
+        .expect("a spec");
+        let mut critiques = vec![critique("extract", "misses units"), critique("solve/program", "bad math")];
+        critiques.extend((0..33).map(|_| critique("{{ inputs.question }}", "{{ warnings.warn(")));
+        critiques.push(critique("extract", "misses units"));
+        critiques.push(critique("workflow", &"long ".repeat(1000)));
+        let view = critiques_view(&critiques, &spec);
+        assert!(
+            view.contains("`extract`: misses units") && view.contains("`solve/program`: bad math"),
+            "{view}"
+        );
+        assert!(!view.contains("warnings.warn"), "{view}");
+        assert!(view.contains("33 more critique(s) about nodes the workflow does not have"), "{view}");
+        assert!(view.contains("1 more critique(s) repeated"), "{view}");
+        assert!(view.len() < 2_000, "{}", view.len());
+        let only_noise = critiques_view(&[critique("nope", "x")], &spec);
+        assert!(
+            only_noise.contains("the critic named no node of this workflow") || only_noise.contains("1 more"),
+            "{only_noise}"
+        );
+    }
 }
 
 /// Failing or passing runs, one per example (its first such sample), in example order.

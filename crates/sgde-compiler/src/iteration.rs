@@ -396,7 +396,7 @@ impl Session {
                 ("right", &s.right.to_string()),
                 ("runs", &s.runs.to_string()),
                 ("diagnosis", record.diagnosis.as_deref().unwrap_or("")),
-                ("critiques", &critiques_view(&record.critiques)),
+                ("critiques", &critiques_view(&record.critiques, &state.best.spec)),
                 ("variance", &variance_table(&eval.nodes)),
                 ("failing", &runs_view(eval, &state.best.spec, &self.request.train, true, &views)),
                 ("rejected", &rejected_view(&state.rejected)),
