@@ -98,6 +98,7 @@ fn routes(h: &Harness, run_id: &str, execution_id: &str, key_id: &str) -> Vec<Ro
             "examples": [{"inputs": {"question": "q"}, "expected": "echo: q"}]})),
             "execute",
         ),
+        route(M::GET, "/v1/evaluations", None, "read"),
         route(M::GET, format!("/v1/evaluations/{run_id}"), None, "read"),
         route(M::GET, format!("/v1/evaluations/{run_id}/results"), None, "read"),
         route(M::POST, format!("/v1/evaluations/{run_id}/cancel"), None, "execute"),

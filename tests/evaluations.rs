@@ -168,6 +168,19 @@ async fn an_evaluation_reports_accuracy_and_compares_two_versions() {
     }
     let tokens = version["tokens_per_example"].as_f64().unwrap_or_default();
     assert!(tokens > 0.0);
+
+    // Listed, newest first, without the examples.
+    let listed = common::all_pages(&admin, "/v1/evaluations?workflow=gsm", 1).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(
+        (listed[0]["version_number"].as_i64(), listed[0]["baseline_number"].as_i64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(listed[0]["examples"], 25);
+    assert_eq!(listed[0]["status"], "succeeded");
+    assert!(listed[0].get("version").is_none());
+    assert!(common::all_pages(&admin, "/v1/evaluations?workflow=other", 10).await.is_empty());
     h.finish().await;
 }
 
@@ -220,5 +233,19 @@ async fn evaluation_requests_are_validated() {
         (Some(1), Some(2))
     );
     assert!(done["version"]["clean"].is_null(), "text data has no clean subset");
+    // A second one: the list pages newest first without gaps.
+    let second = admin
+        .post(
+            "/v1/evaluations",
+            &json!({"workflow": "echo", "version": "1", "metric": {"kind": "exact"},
+            "examples": [{"inputs": {"question": "q"}, "expected": "echo: q"}]}),
+        )
+        .await
+        .expect(202);
+    let listed = common::all_pages(&admin, "/v1/evaluations", 1).await;
+    let ids: Vec<&str> = listed.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids, vec![second["id"].as_str().unwrap_or_default(), id.as_str()]);
+    admin.get("/v1/evaluations?cursor=nonsense").await.problem(400, "bad_request");
+    admin.get("/v1/evaluations?limit=0").await.problem(422, "invalid_request");
     h.finish().await;
 }

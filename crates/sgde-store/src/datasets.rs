@@ -13,6 +13,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::jobs::JobStatus;
+use crate::page::{Page, PageRequest};
 
 /// The queue job kind of evaluations.
 pub const EVALUATION_JOB_KIND: &str = "evaluation";
@@ -121,6 +123,22 @@ pub struct EvaluationResult {
     pub latency_us: u64,
 }
 
+/// An evaluation in a list: what it measures and where it stands, without its examples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EvaluationSummary {
+    pub id: Uuid,
+    pub status: JobStatus,
+    pub workflow: String,
+    pub version_number: i32,
+    pub baseline_number: Option<i32>,
+    pub examples: u64,
+    /// Where the examples came from (`{"dataset", "split", "rows"}` or `{"inline": n}`).
+    #[schema(value_type = Object)]
+    pub source: Value,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
 #[async_trait]
 pub trait DatasetRepo: Send + Sync {
     /// `Conflict { what: "dataset name" }` if a live data set has the name.
@@ -151,4 +169,11 @@ pub trait DatasetRepo: Send + Sync {
 
     /// Every outcome of an evaluation, by version and example.
     async fn evaluation_results(&self, evaluation_id: Uuid) -> Result<Vec<EvaluationResult>>;
+
+    /// Evaluations newest first, optionally of one workflow.
+    async fn list_evaluations(
+        &self,
+        workflow: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<EvaluationSummary>>;
 }

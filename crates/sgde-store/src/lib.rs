@@ -62,7 +62,8 @@ pub use compile_jobs::{
     COMPILE_JOB_KIND, CompileEnd, CompileJob, CompileJobFilter, CompileJobRepo, CompilePayload, NewCompileJob,
 };
 pub use datasets::{
-    Dataset, DatasetRepo, DatasetRow, EVALUATION_JOB_KIND, EvaluationResult, NewDataset, Split, SplitSpec,
+    Dataset, DatasetRepo, DatasetRow, EVALUATION_JOB_KIND, EvaluationResult, EvaluationSummary, NewDataset,
+    Split, SplitSpec,
 };
 pub use endpoints::{Endpoint, EndpointRepo};
 pub use error::{Result, StoreError};

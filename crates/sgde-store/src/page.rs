@@ -86,6 +86,7 @@ pub(crate) enum CursorKind {
     Executions,
     CompileJobs,
     Policies,
+    Evaluations,
 }
 
 impl CursorKind {
@@ -97,6 +98,7 @@ impl CursorKind {
             CursorKind::Executions => "e",
             CursorKind::CompileJobs => "c",
             CursorKind::Policies => "p",
+            CursorKind::Evaluations => "x",
         }
     }
 }

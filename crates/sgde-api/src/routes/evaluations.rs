@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sgde_compiler::{Example, Metric};
 use sgde_store::{
-    CancelOutcome, EVALUATION_JOB_KIND, EvaluationResult, JobStatus, NewJob, Scope, Split, StoreError,
-    Workflow,
+    CancelOutcome, EVALUATION_JOB_KIND, EvaluationResult, EvaluationSummary, JobStatus, NewJob, Scope, Split,
+    StoreError, Workflow,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -27,7 +27,7 @@ use crate::extract::{ApiJson, ApiPath as Path, ApiQuery as Query};
 use crate::idempotency::idempotent;
 use crate::problem::{ApiError, Problem};
 use crate::routes::runs::CancelResult;
-use crate::routes::{Items, path_id, version_ref};
+use crate::routes::{Items, PageQuery, Paged, path_id, version_ref};
 use crate::state::AppState;
 
 /// Claims of an evaluation's queue job (a crashed worker's evaluation resumes elsewhere).
@@ -37,7 +37,7 @@ const MAX_EXAMPLES: usize = 100_000;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(submit_evaluation))
+        .routes(routes!(submit_evaluation, list_evaluations))
         .routes(routes!(get_evaluation))
         .routes(routes!(evaluation_results))
         .routes(routes!(cancel_evaluation))
@@ -89,6 +89,32 @@ pub struct Evaluation {
     pub error: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Which evaluations to list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EvaluationQuery {
+    /// Only evaluations of this workflow.
+    pub workflow: Option<String>,
+    /// At most this many (1..=200, default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Evaluations newest first, without their reports (`GET /v1/evaluations/{id}` has those).
+#[utoipa::path(get, path = "/v1/evaluations", tag = "evaluations", params(EvaluationQuery),
+    responses((status = 200, body = Paged<EvaluationSummary>), (status = 400, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn list_evaluations(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<EvaluationQuery>,
+) -> Result<Json<Paged<EvaluationSummary>>, ApiError> {
+    principal.require(Scope::Read)?;
+    let page = PageQuery { limit: query.limit, cursor: query.cursor.clone() }.request()?;
+    Ok(Json(state.store().list_evaluations(query.workflow.as_deref(), &page).await?.into()))
 }
 
 /// Which outcomes to list.

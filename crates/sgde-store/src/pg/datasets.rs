@@ -6,8 +6,13 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{PgStore, to_i64, to_u64};
-use crate::datasets::{Dataset, DatasetRepo, DatasetRow, EvaluationResult, NewDataset, Split, SplitSpec};
+use crate::datasets::{
+    Dataset, DatasetRepo, DatasetRow, EVALUATION_JOB_KIND, EvaluationResult, EvaluationSummary, NewDataset,
+    Split, SplitSpec,
+};
 use crate::error::{Result, StoreError};
+use crate::jobs::JobStatus;
+use crate::page::{self, CursorKind, Page, PageRequest};
 
 /// Rows written per INSERT when replacing a data set's rows.
 const INSERT_BATCH: usize = 500;
@@ -83,6 +88,19 @@ struct ResultRow {
     tokens: i64,
     cost_usd: f64,
     latency_us: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    id: Uuid,
+    status: String,
+    workflow: Option<String>,
+    version_number: Option<i32>,
+    baseline_number: Option<i32>,
+    examples: Option<i32>,
+    source: Option<Value>,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
 }
 
 #[async_trait]
@@ -268,6 +286,51 @@ impl DatasetRepo for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_evaluations(
+        &self,
+        workflow: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<EvaluationSummary>> {
+        let after = page::decode_time(CursorKind::Evaluations, page.cursor.as_deref())?;
+        // The payload holds the frozen examples; only its small fields are read here.
+        let rows: Vec<SummaryRow> = sqlx::query_as(
+            "SELECT id, status, payload ->> 'workflow' AS workflow,
+                    (payload -> 'version' ->> 'version_number')::int AS version_number,
+                    (payload -> 'baseline' ->> 'version_number')::int AS baseline_number,
+                    jsonb_array_length(payload -> 'examples') AS examples, payload -> 'source' AS source,
+                    created_at, finished_at
+             FROM jobs
+             WHERE kind = $1 AND ($2::text IS NULL OR payload ->> 'workflow' = $2)
+               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
+             ORDER BY created_at DESC, id DESC
+             LIMIT $5",
+        )
+        .bind(EVALUATION_JOB_KIND)
+        .bind(workflow)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(page.fetch())
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows
+            .into_iter()
+            .map(|r| {
+                Ok(EvaluationSummary {
+                    id: r.id,
+                    status: JobStatus::parse(&r.status)?,
+                    workflow: r.workflow.unwrap_or_default(),
+                    version_number: r.version_number.unwrap_or_default(),
+                    baseline_number: r.baseline_number,
+                    examples: r.examples.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                    source: r.source.unwrap_or(Value::Null),
+                    created_at: r.created_at,
+                    finished_at: r.finished_at,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(items, page, |e| page::encode_time(CursorKind::Evaluations, e.created_at, e.id)))
     }
 
     async fn evaluation_results(&self, evaluation_id: Uuid) -> Result<Vec<EvaluationResult>> {
