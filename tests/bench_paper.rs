@@ -6,8 +6,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{ADMIN_TOKEN, Harness, ServiceConfig, consensus_ops, endpoint_config, offload_ops, sgde_bin};
+use common::{ADMIN_TOKEN, Harness, ServiceConfig, endpoint_config, sgde_bin};
 use serde_json::json;
+use sgde_testkit::reference_path::{consensus_ops, offload_ops};
 use sgde_testkit::{ChatCall, Difficulty, FakeOpenAi, Outcome, ProblemGenerator, SimulatedStudent};
 
 const EDITOR: &str = "You are the editor";

@@ -8,10 +8,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{
-    Api, Harness, ServiceConfig, all_pages, consensus_ops, endpoint_config, eventually, offload_ops,
-};
+use common::{Api, Harness, ServiceConfig, all_pages, endpoint_config, eventually};
 use serde_json::{Value, json};
+use sgde_testkit::reference_path::{consensus_ops, offload_ops};
 use sgde_testkit::{
     Difficulty, FakeOpenAi, ProblemGenerator, ScriptedTeacher, SimulatedStudent, TeacherReply,
 };

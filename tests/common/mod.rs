@@ -468,33 +468,3 @@ pub async fn all_pages(api: &Api, path: &str, limit: u32) -> Vec<Value> {
         }
     }
 }
-
-/// The teacher's edits of the reference path, step one: extract the quantities, have the
-/// student write a Python expression, and evaluate it in a code node.
-pub fn offload_ops() -> Value {
-    json!([
-        {"op": "insert_node", "id": "extract", "dependents": ["answer"], "node": {
-            "kind": "llm", "model": "student",
-            "system": "You read arithmetic word problems and list every quantity they mention.",
-            "prompt": "Extract the quantities from the problem as a JSON object mapping short snake_case names to numbers.\n\nProblem: {{ inputs.question }}",
-            "decoding": {"temperature": 0.0, "max_tokens": 256},
-            "parser": {"type": "json", "schema": {"type": "object", "additionalProperties": {"type": "number"}}}
-        }},
-        {"op": "set_prompt", "node": "answer",
-         "system": "You write one Python expression that answers an arithmetic word problem.",
-         "prompt": "Write a single Python expression that computes the answer, using the names below. Reply with the expression only.\n\nNames: {{ extract | tojson }}\nProblem: {{ inputs.question }}"},
-        {"op": "set_parser", "node": "answer", "parser": {"type": "text"}},
-        {"op": "set_decoding", "node": "answer", "decoding": {"temperature": 0.7, "max_tokens": 128}},
-        {"op": "offload_to_code", "node": "answer", "mode": "insert_after", "renamed_to": "expression",
-         "code": "def run(expression, extract):\n    text = expression.strip().strip('`').strip()\n    if text.startswith('python'):\n        text = text[len('python'):].strip()\n    value = eval(text, {'__builtins__': {}}, dict(extract))\n    return int(value) if float(value).is_integer() else value\n"},
-        {"op": "rewire", "node": "answer", "deps": ["expression", "extract"]}
-    ])
-}
-
-/// Step two of the reference path: vote over five samples of expression and answer.
-pub fn consensus_ops() -> Value {
-    json!([
-        {"op": "wrap_in_consensus", "nodes": ["expression", "answer"], "samples": 5,
-         "vote": {"method": "plurality", "normalize": {"type": "number", "tolerance": 1e-6}, "quorum": 3}}
-    ])
-}

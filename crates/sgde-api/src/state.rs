@@ -195,6 +195,20 @@ impl AppState {
         self.inner.prepared.lock().unwrap_or_else(PoisonError::into_inner).get(&version_id).map(Arc::clone)
     }
 
+    /// The prepared form of a version known by id: from the cache, else read and prepared.
+    pub async fn prepared_for(
+        &self,
+        workflow_id: Uuid,
+        version_id: Uuid,
+    ) -> Result<Arc<PreparedWorkflow>, ApiError> {
+        if let Some(p) = self.cached_prepared(version_id) {
+            return Ok(p);
+        }
+        let version =
+            self.store().get_version(workflow_id, &sgde_store::VersionSelector::Id(version_id)).await?;
+        self.prepared(&version)
+    }
+
     /// The prepared form of a version, compiled once per process.
     pub fn prepared(&self, version: &Version) -> Result<Arc<PreparedWorkflow>, ApiError> {
         if let Some(p) = self.cached_prepared(version.id) {

@@ -80,4 +80,4 @@ pub use fault::Fault;
 pub use rules::{Action, Rule, TextMatch};
 pub use server::{FakeOpenAi, FakeOpenAiBuilder, LoggedRequest};
 pub use student::{Difficulty, Problem, ProblemGenerator, SimulatedStudent, StudentProfile};
-pub use teacher::{ScriptedTeacher, TeacherReply};
+pub use teacher::{ScriptedTeacher, TeacherReply, reference_path};

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sgde_compiler::{Example, Metric, Scorer};
-use sgde_store::{EvaluationResult, Job, Retry, VersionSelector};
+use sgde_store::{EvaluationResult, Job, Retry};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -101,12 +101,10 @@ async fn run(state: &AppState, evaluation_id: Uuid, payload: &EvaluationPayload)
     let scorer = Arc::new(Scorer::new(payload.metric.clone(), state.sandbox().clone()));
     let concurrency = usize::try_from(payload.concurrency.clamp(1, MAX_CONCURRENCY)).unwrap_or(1);
     for target in std::iter::once(&payload.version).chain(payload.baseline.as_ref()) {
-        let version = state
-            .store()
-            .get_version(payload.workflow_id, &VersionSelector::Id(target.version_id))
+        let prepared = state
+            .prepared_for(payload.workflow_id, target.version_id)
             .await
             .map_err(|e| format!("cannot load version {}: {e}", target.version_number))?;
-        let prepared = state.prepared(&version).map_err(|e| e.to_string())?;
         let todo: Vec<(u32, Example)> = payload
             .examples
             .iter()

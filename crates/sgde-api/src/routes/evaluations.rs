@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sgde_compiler::{Example, Metric};
 use sgde_store::{
     CancelOutcome, EVALUATION_JOB_KIND, EvaluationResult, EvaluationSummary, JobStatus, NewJob, Scope, Split,
-    StoreError, Workflow,
+    StoreError,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -27,7 +27,7 @@ use crate::extract::{ApiJson, ApiPath as Path, ApiQuery as Query};
 use crate::idempotency::idempotent;
 use crate::problem::{ApiError, Problem};
 use crate::routes::runs::CancelResult;
-use crate::routes::{Items, PageQuery, Paged, path_id, version_ref};
+use crate::routes::{Items, PageQuery, Paged, body_version, path_id};
 use crate::state::AppState;
 
 /// Claims of an evaluation's queue job (a crashed worker's evaluation resumes elsewhere).
@@ -127,22 +127,6 @@ pub struct ResultQuery {
     pub passed: Option<bool>,
 }
 
-async fn resolve(
-    state: &AppState,
-    workflow: &Workflow,
-    reference: &str,
-    pointer: &str,
-) -> Result<Target, ApiError> {
-    match state.store().get_version(workflow.id, &version_ref(reference)).await {
-        Ok(v) => Ok(Target { version_id: v.id, version_number: v.number }),
-        Err(StoreError::NotFound { .. }) => Err(ApiError::invalid(
-            pointer,
-            format!("no version `{reference}` in workflow `{}`", workflow.name),
-        )),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Start an evaluation; poll `Location` for its report.
 #[utoipa::path(post, path = "/v1/evaluations", tag = "evaluations", request_body = SubmitEvaluation,
     params(("Idempotency-Key" = Option<String>, Header)),
@@ -167,9 +151,13 @@ async fn submit_evaluation(
             ));
         }
         let workflow = state.store().get_workflow(&request.workflow).await?;
-        let version = resolve(&state, &workflow, &request.version, "/version").await?;
+        let evaluated = body_version(&state, &workflow, &request.version, "/version").await?;
+        let version = Target { version_id: evaluated.id, version_number: evaluated.number };
         let baseline = match &request.baseline {
-            Some(r) => Some(resolve(&state, &workflow, r, "/baseline").await?),
+            Some(r) => {
+                let v = body_version(&state, &workflow, r, "/baseline").await?;
+                Some(Target { version_id: v.id, version_number: v.number })
+            }
             None => None,
         };
         if baseline.as_ref() == Some(&version) {
@@ -214,12 +202,7 @@ async fn submit_evaluation(
             return Err(ApiError::invalid("/examples", format!("at most {MAX_EXAMPLES} examples")));
         }
         // Inputs are checked now: a bad example is a 422, not a failed evaluation later.
-        let prepared = state.prepared(
-            &state
-                .store()
-                .get_version(workflow.id, &sgde_store::VersionSelector::Id(version.version_id))
-                .await?,
-        )?;
+        let prepared = state.prepared(&evaluated)?;
         for (i, example) in examples.iter().enumerate() {
             if let Some(errors) = crate::routes::execute::input_errors(&prepared, &example.inputs) {
                 let first = errors.into_iter().next().map(|e| e.message).unwrap_or_default();

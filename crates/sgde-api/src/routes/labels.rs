@@ -13,7 +13,7 @@ use crate::auth::Principal;
 use crate::extract::{ApiJson, ApiPath as Path, ApiQuery as Query};
 use crate::problem::{ApiError, Problem};
 use crate::routes::workflows::check_name;
-use crate::routes::{Items, PageQuery, Paged, version_ref};
+use crate::routes::{Items, PageQuery, Paged, body_version};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -68,15 +68,7 @@ async fn set_label(
     principal.require(Scope::Write)?;
     check_label(&label, "/path/label")?;
     let workflow = state.store().get_workflow(&name).await?;
-    let version = state.store().get_version(workflow.id, &version_ref(&body.value.version)).await.map_err(
-        |e| match e {
-            sgde_store::StoreError::NotFound { .. } => ApiError::invalid(
-                "/version",
-                format!("no version `{}` in workflow `{name}`", body.value.version),
-            ),
-            other => other.into(),
-        },
-    )?;
+    let version = body_version(&state, &workflow, &body.value.version, "/version").await?;
     let moved =
         state.store().set_label(workflow.id, &label, version.id, Some(&principal.audit_name())).await?;
     Ok(Json(moved))

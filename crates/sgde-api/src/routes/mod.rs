@@ -78,3 +78,21 @@ pub fn version_ref(reference: &str) -> VersionSelector {
     }
     VersionSelector::Label(reference.to_owned())
 }
+
+/// The version a request body names at `pointer` (a number, id, label or `latest`); a
+/// reference that names nothing is a 422 on that field, not a 404 of the route.
+pub async fn body_version(
+    state: &crate::state::AppState,
+    workflow: &sgde_store::Workflow,
+    reference: &str,
+    pointer: &str,
+) -> Result<sgde_store::Version, ApiError> {
+    match state.store().get_version(workflow.id, &version_ref(reference)).await {
+        Ok(v) => Ok(v),
+        Err(sgde_store::StoreError::NotFound { .. }) => Err(ApiError::invalid(
+            pointer,
+            format!("no version `{reference}` in workflow `{}`", workflow.name),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}

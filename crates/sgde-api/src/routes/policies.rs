@@ -9,17 +9,16 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sgde_store::buckets::BUCKETS;
-use sgde_store::{PolicyDraft, Promotion, Scope, StoreError, TrafficPolicy, Workflow};
+use sgde_store::{PolicyDraft, Promotion, Scope, TrafficPolicy};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::extract::{ApiJson, ApiPath as Path, ApiQuery as Query};
 use crate::idempotency::idempotent;
 use crate::problem::{ApiError, FieldError, Problem};
-use crate::routes::{PageQuery, Paged, version_ref};
+use crate::routes::{PageQuery, Paged, body_version};
 use crate::routing::stats::{self, StatsReport};
 use crate::state::AppState;
 
@@ -129,23 +128,6 @@ fn weights(variants: &[VariantSpec]) -> Result<Vec<u32>, ApiError> {
     Err(ApiError::Invalid { detail: "the traffic policy is invalid".into(), errors })
 }
 
-/// Resolves a version reference of the request body at `pointer`.
-async fn resolve(
-    state: &AppState,
-    workflow: &Workflow,
-    reference: &str,
-    pointer: &str,
-) -> Result<(Uuid, i32), ApiError> {
-    match state.store().get_version(workflow.id, &version_ref(reference)).await {
-        Ok(v) => Ok((v.id, v.number)),
-        Err(StoreError::NotFound { .. }) => Err(ApiError::invalid(
-            pointer,
-            format!("no version `{reference}` in workflow `{}`", workflow.name),
-        )),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// The policy in force.
 #[utoipa::path(get, path = "/v1/workflows/{name}/policy", tag = "routing", params(("name" = String, Path)),
     responses((status = 200, body = TrafficPolicy),
@@ -181,7 +163,7 @@ async fn set_policy(
     let workflow = state.store().get_workflow(&name).await?;
     let mut variants = Vec::with_capacity(request.variants.len());
     for (i, (v, bp)) in request.variants.iter().zip(basis_points).enumerate() {
-        let (id, _) = resolve(&state, &workflow, &v.version, &format!("/variants/{i}/version")).await?;
+        let id = body_version(&state, &workflow, &v.version, &format!("/variants/{i}/version")).await?.id;
         if variants.iter().any(|(u, _)| *u == id) {
             return Err(ApiError::invalid(
                 format!("/variants/{i}/version"),
@@ -192,7 +174,7 @@ async fn set_policy(
     }
     let shadow = match &request.shadow {
         Some(reference) => {
-            let (id, _) = resolve(&state, &workflow, reference, "/shadow").await?;
+            let id = body_version(&state, &workflow, reference, "/shadow").await?.id;
             if variants.iter().any(|(v, _)| *v == id) {
                 return Err(ApiError::invalid("/shadow", "the shadow must not also be a variant"));
             }
@@ -272,7 +254,7 @@ async fn promote_variant(
     let route = format!("POST /v1/workflows/{name}/policy/promote");
     idempotent(&state, &principal, &headers, &route, &body.raw, || async {
         let workflow = state.store().get_workflow(&name).await?;
-        let (version_id, _) = resolve(&state, &workflow, &body.value.version, "/version").await?;
+        let version_id = body_version(&state, &workflow, &body.value.version, "/version").await?.id;
         let promotion =
             state.store().promote_variant(workflow.id, version_id, Some(&principal.audit_name())).await?;
         Ok(Json(promotion).into_response())

@@ -143,15 +143,10 @@ impl Chosen {
     /// The prepared workflow of the chosen version: from the cache, from the version read while
     /// choosing, or read now.
     pub async fn prepared(&self, state: &AppState) -> Result<Arc<PreparedWorkflow>, ApiError> {
-        if let Some(p) = state.cached_prepared(self.version_id) {
-            return Ok(p);
+        match &self.loaded {
+            Some(version) => state.prepared(version),
+            None => state.prepared_for(self.workflow_id, self.version_id).await,
         }
-        if let Some(version) = &self.loaded {
-            return state.prepared(version);
-        }
-        let version =
-            state.store().get_version(self.workflow_id, &VersionSelector::Id(self.version_id)).await?;
-        state.prepared(&version)
     }
 
     /// The shadow version this request's policy asks for, if any.
@@ -216,13 +211,7 @@ async fn run_shadow(
     revision: Value,
     primary_execution_id: Uuid,
 ) -> Result<(), ApiError> {
-    let prepared = match state.cached_prepared(version_id) {
-        Some(p) => p,
-        None => {
-            let version = state.store().get_version(workflow_id, &VersionSelector::Id(version_id)).await?;
-            state.prepared(&version)?
-        }
-    };
+    let prepared = state.prepared_for(workflow_id, version_id).await?;
     if !prepared.input_errors(&inputs).is_empty() {
         // The shadow's input schema differs from the primary's: nothing comparable to record.
         return Ok(());

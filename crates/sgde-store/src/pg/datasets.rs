@@ -17,6 +17,14 @@ use crate::page::{self, CursorKind, Page, PageRequest};
 /// Rows written per INSERT when replacing a data set's rows.
 const INSERT_BATCH: usize = 500;
 
+/// The columns every read of a data set record selects, in `DatasetRowRecord`'s order.
+macro_rules! dataset_columns {
+    () => {
+        "id, name, description, mapping, split_seed, train_fraction, validation_fraction, row_count, \
+         created_by, created_at, updated_at"
+    };
+}
+
 #[derive(sqlx::FromRow)]
 struct DatasetRowRecord {
     id: Uuid,
@@ -32,12 +40,13 @@ struct DatasetRowRecord {
     updated_at: DateTime<Utc>,
 }
 
-/// Rows per split for `n` rows: train and validation rounded, test the rest.
+/// Rows per split for `n` rows: train and train + validation rounded, test the rest. The one
+/// definition of the cut: the record's counts and the rows listed per split both come from it.
 fn split_counts(n: u64, train: f64, validation: f64) -> (u64, u64, u64) {
-    let t = ((n as f64) * train).round() as u64;
-    let v = (((n as f64) * (train + validation)).round() as u64).saturating_sub(t).min(n - t.min(n));
-    let t = t.min(n);
-    (t, v, n - t - v)
+    let cut = |fraction: f64| ((n as f64) * fraction).round().clamp(0.0, n as f64) as u64;
+    let t = cut(train);
+    let tv = cut(train + validation).max(t);
+    (t, tv - t, n - tv)
 }
 
 impl From<DatasetRowRecord> for Dataset {
@@ -114,11 +123,10 @@ impl DatasetRepo for PgStore {
             return Err(StoreError::Invalid { what: "split fractions" });
         }
         let row: DatasetRowRecord = sqlx::query_as(
-            "INSERT INTO datasets (id, name, description, mapping, split_seed, train_fraction, validation_fraction,
+            concat!("INSERT INTO datasets (id, name, description, mapping, split_seed, train_fraction, validation_fraction,
                                    created_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             RETURNING id, name, description, mapping, split_seed, train_fraction, validation_fraction, row_count,
-                       created_by, created_at, updated_at",
+             RETURNING ", dataset_columns!()),
         )
         .bind(Uuid::now_v7())
         .bind(&new.name)
@@ -134,11 +142,11 @@ impl DatasetRepo for PgStore {
     }
 
     async fn get_dataset(&self, name: &str) -> Result<Dataset> {
-        let row: DatasetRowRecord = sqlx::query_as(
-            "SELECT id, name, description, mapping, split_seed, train_fraction, validation_fraction, row_count,
-                    created_by, created_at, updated_at
-             FROM datasets WHERE name = $1 AND deleted_at IS NULL",
-        )
+        let row: DatasetRowRecord = sqlx::query_as(concat!(
+            "SELECT ",
+            dataset_columns!(),
+            " FROM datasets WHERE name = $1 AND deleted_at IS NULL"
+        ))
         .bind(name)
         .fetch_one(&self.pool)
         .await
@@ -147,11 +155,11 @@ impl DatasetRepo for PgStore {
     }
 
     async fn list_datasets(&self) -> Result<Vec<Dataset>> {
-        let rows: Vec<DatasetRowRecord> = sqlx::query_as(
-            "SELECT id, name, description, mapping, split_seed, train_fraction, validation_fraction, row_count,
-                    created_by, created_at, updated_at
-             FROM datasets WHERE deleted_at IS NULL ORDER BY name",
-        )
+        let rows: Vec<DatasetRowRecord> = sqlx::query_as(concat!(
+            "SELECT ",
+            dataset_columns!(),
+            " FROM datasets WHERE deleted_at IS NULL ORDER BY name"
+        ))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(Dataset::from).collect())
@@ -197,11 +205,11 @@ impl DatasetRepo for PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        let row: DatasetRowRecord = sqlx::query_as(
+        let row: DatasetRowRecord = sqlx::query_as(concat!(
             "UPDATE datasets SET row_count = $2, updated_at = now() WHERE id = $1
-             RETURNING id, name, description, mapping, split_seed, train_fraction, validation_fraction, row_count,
-                       created_by, created_at, updated_at",
-        )
+             RETURNING ",
+            dataset_columns!()
+        ))
         .bind(dataset_id)
         .bind(count)
         .fetch_one(&mut *tx)
@@ -217,30 +225,35 @@ impl DatasetRepo for PgStore {
         offset: u32,
         limit: u32,
     ) -> Result<Vec<DatasetRow>> {
+        let d: DatasetRowRecord =
+            sqlx::query_as(concat!("SELECT ", dataset_columns!(), " FROM datasets WHERE id = $1"))
+                .bind(dataset_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(StoreError::not_found("dataset"))?;
+        let dataset = Dataset::from(d);
+        let n_train = to_i64(dataset.train_rows);
+        let n_train_val = to_i64(dataset.train_rows + dataset.validation_rows);
         // Rank rows by a seeded hash of their number; the first `train` rows are train, the
         // next `validation` rows validation, the rest test.
         let rows: Vec<ExampleRow> = sqlx::query_as(
-            "WITH d AS (
-                 SELECT id, split_seed, row_count,
-                        round(row_count * train_fraction)::int AS n_train,
-                        round(row_count * (train_fraction + validation_fraction))::int AS n_train_val
-                 FROM datasets WHERE id = $1),
-             ranked AS (
-                 SELECT r.idx, r.inputs, r.expected,
-                        row_number() OVER (ORDER BY md5(d.split_seed::text || ':' || r.idx::text), r.idx) - 1 AS rk,
-                        d.n_train, d.n_train_val
-                 FROM dataset_rows r JOIN d ON d.id = r.dataset_id),
+            "WITH ranked AS (
+                 SELECT idx, inputs, expected,
+                        row_number() OVER (ORDER BY md5($2::text || ':' || idx::text), idx) - 1 AS rk
+                 FROM dataset_rows WHERE dataset_id = $1),
              labelled AS (
                  SELECT idx, inputs, expected,
-                        CASE WHEN rk < n_train THEN 'train' WHEN rk < n_train_val THEN 'validation' ELSE 'test' END
-                            AS split
+                        CASE WHEN rk < $3 THEN 'train' WHEN rk < $4 THEN 'validation' ELSE 'test' END AS split
                  FROM ranked)
              SELECT idx, split, inputs, expected FROM labelled
-             WHERE ($2::text IS NULL OR split = $2)
+             WHERE ($5::text IS NULL OR split = $5)
              ORDER BY idx
-             OFFSET $3 LIMIT $4",
+             OFFSET $6 LIMIT $7",
         )
         .bind(dataset_id)
+        .bind(i64::from_ne_bytes(dataset.split.seed.to_ne_bytes()))
+        .bind(n_train)
+        .bind(n_train_val)
         .bind(split.map(Split::as_str))
         .bind(i64::from(offset))
         .bind(i64::from(limit))
