@@ -90,6 +90,41 @@ const CONSTRAINTS: &[(&str, Meaning)] = &[
     ("datasets_name_live_key", Meaning::Conflict("dataset name")),
 ];
 
+/// The same rules on SQLite, whose messages name the columns of a violated unique index
+/// ("UNIQUE constraint failed: workflows.name") rather than the index.
+const SQLITE_UNIQUE: &[(&str, &str)] = &[
+    ("model_endpoints.name", "endpoint name"),
+    ("model_endpoints.id", "endpoint id"),
+    ("workflows.name", "workflow name"),
+    ("workflows.id", "workflow id"),
+    ("workflow_versions.id", "version id"),
+    ("workflow_versions.workflow_id, workflow_versions.number", "version number"),
+    ("workflow_versions.workflow_id, workflow_versions.content_hash", "version content"),
+    ("executions.id", "execution id"),
+    ("api_keys.id", "api key id"),
+    ("api_keys.secret_hash", "api key"),
+    ("jobs.id", "job id"),
+    ("traffic_policies.workflow_id, traffic_policies.revision", "policy revision"),
+    ("datasets.name", "dataset name"),
+];
+
+/// SQLite result codes (primary code in the low byte) that mean "try again later": BUSY (5)
+/// and LOCKED (6), which outlast the busy timeout only when another process holds the file.
+fn sqlite_transient(code: &str) -> bool {
+    code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+}
+
+impl StoreError {
+    /// On SQLite, a foreign-key violation does not say which key: call sites that insert rows
+    /// pointing at one parent map it with this (`.map_err(StoreError::missing_parent("workflow"))`).
+    pub(crate) fn missing_parent(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound { what },
+            _ => StoreError::from(e),
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
@@ -108,6 +143,18 @@ impl From<sqlx::Error> for StoreError {
                         return StoreError::NotFound { what };
                     }
                     _ => {}
+                }
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    if db.is_unique_violation() {
+                        let columns = db.message().rsplit(": ").next().unwrap_or_default();
+                        if let Some((_, what)) = SQLITE_UNIQUE.iter().find(|(c, _)| *c == columns) {
+                            return StoreError::Conflict { what };
+                        }
+                    }
+                    if db.code().as_deref().is_some_and(sqlite_transient) {
+                        return StoreError::Unavailable(e);
+                    }
+                    return StoreError::Database(e);
                 }
                 // 57P01 admin_shutdown, 57P03 cannot_connect_now: the server is going away.
                 if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03")) {

@@ -50,6 +50,8 @@ pub mod page;
 pub mod pg;
 pub mod policies;
 pub mod runs;
+mod rows;
+pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod versions;
@@ -80,6 +82,7 @@ pub use keys::{ApiKey, ApiToken, CreatedApiKey, KeyRepo, NewApiKey, Scope};
 pub use labels::{Label, LabelEvent, LabelMove, LabelRepo};
 pub use page::{Page, PageRequest};
 pub use pg::{PgStore, StoreOptions};
+pub use sqlite::SqliteStore;
 pub use policies::{
     DefaultTarget, PolicyChange, PolicyDraft, PolicyRepo, PolicyVariant, Promotion, ShadowVariant,
     TrafficPolicy,

@@ -11,14 +11,14 @@ use sqlx::{Connection, PgPool};
 
 use crate::error::Result;
 
-/// The SQL in the workspace's top-level `migrations/`.
+/// The SQL in the workspace's top-level `migrations/postgres/`.
 ///
 /// `ignore_missing`: during a rolling upgrade a replica of the previous release may restart
 /// after a newer one has migrated; it must still start (migrations are written to be
 /// backward-compatible: expand first, contract a release later) instead of refusing a schema
 /// that has migrations it does not know.
 pub(crate) static MIGRATOR: Migrator =
-    Migrator { ignore_missing: true, ..sqlx::migrate!("../../migrations") };
+    Migrator { ignore_missing: true, ..sqlx::migrate!("../../migrations/postgres") };
 
 /// Advisory lock key for migrations ("sgdemigr" as big-endian bytes).
 const MIGRATION_LOCK: i64 = 0x7367_6465_6d69_6772;
@@ -56,8 +56,14 @@ pub(crate) async fn all_applied(pool: &PgPool) -> Result<bool> {
         sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
             .fetch_all(pool)
             .await?;
-    Ok(MIGRATOR
+    Ok(all_recorded(&MIGRATOR, &applied))
+}
+
+/// True if every up migration of `migrator` is among `applied` (version, checksum) rows with the
+/// same checksum. Shared by both backends' readiness checks.
+pub(crate) fn all_recorded(migrator: &Migrator, applied: &[(i64, Vec<u8>)]) -> bool {
+    migrator
         .iter()
         .filter(|m| m.migration_type.is_up_migration())
-        .all(|m| applied.iter().any(|(v, sum)| *v == m.version && sum.as_slice() == &*m.checksum)))
+        .all(|m| applied.iter().any(|(v, sum)| *v == m.version && sum.as_slice() == &*m.checksum))
 }

@@ -35,6 +35,7 @@ use crate::error::{Result, StoreError};
 
 pub use executions::insert_execution;
 pub use jobs::enqueue_job;
+pub(crate) use migrate::all_recorded;
 
 /// A pooled connection idle at least this long is pinged before use.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);

@@ -1,0 +1,1 @@
+//! Rows of `compile_jobs` (moved here from `pg/compile_jobs.rs`).

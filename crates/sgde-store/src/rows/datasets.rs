@@ -1,0 +1,1 @@
+//! Rows of `datasets` (moved here from `pg/datasets.rs`).

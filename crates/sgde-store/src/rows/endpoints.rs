@@ -1,0 +1,1 @@
+//! Rows of `endpoints` (moved here from `pg/endpoints.rs`).

@@ -1,0 +1,1 @@
+//! Rows of `executions` (moved here from `pg/executions.rs`).

@@ -1,0 +1,1 @@
+//! Rows of `feedback` (moved here from `pg/feedback.rs`).

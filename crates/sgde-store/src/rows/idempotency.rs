@@ -1,0 +1,1 @@
+//! Rows of `idempotency` (moved here from `pg/idempotency.rs`).

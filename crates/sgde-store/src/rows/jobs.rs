@@ -1,0 +1,1 @@
+//! Rows of `jobs` (moved here from `pg/jobs.rs`).

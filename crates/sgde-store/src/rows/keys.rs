@@ -1,0 +1,1 @@
+//! Rows of `keys` (moved here from `pg/keys.rs`).

@@ -1,0 +1,1 @@
+//! Rows of `labels` (moved here from `pg/labels.rs`).

@@ -1,0 +1,1 @@
+//! Rows of `policies` (moved here from `pg/policies.rs`).

@@ -1,0 +1,1 @@
+//! Rows of `versions` (moved here from `pg/versions.rs`).

@@ -1,0 +1,1 @@
+//! Rows of `workflows` (moved here from `pg/workflows.rs`).

@@ -1,0 +1,1 @@
+//! Placeholder: being ported from `pg/workflows.rs`.
