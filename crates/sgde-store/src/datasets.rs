@@ -7,12 +7,13 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::jobs::JobStatus;
 use crate::page::{Page, PageRequest};
 
@@ -139,6 +140,64 @@ pub struct EvaluationSummary {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+impl SplitSpec {
+    /// The fractions are each in [0, 1] and add up to at most 1.
+    pub(crate) fn check(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.train)
+            || !(0.0..=1.0).contains(&self.validation)
+            || self.train + self.validation > 1.0
+        {
+            return Err(StoreError::Invalid { what: "split fractions" });
+        }
+        Ok(())
+    }
+
+    /// The seed as stored: the `bigint` with the same bits.
+    pub(crate) fn stored_seed(&self) -> i64 {
+        i64::from_ne_bytes(self.seed.to_ne_bytes())
+    }
+
+    /// The split of each of `rows` rows, by row number: the first rows of [`split_order`] are
+    /// train, the next validation, the rest test, as many of each as [`split_counts`] says.
+    pub(crate) fn row_splits(&self, rows: u32) -> Vec<Split> {
+        let (train, validation, _) = split_counts(u64::from(rows), self.train, self.validation);
+        let mut splits = vec![Split::Test; rows as usize];
+        for (rank, idx) in split_order(self.seed, rows).into_iter().enumerate() {
+            let rank = rank as u64;
+            splits[idx as usize] = if rank < train {
+                Split::Train
+            } else if rank < train + validation {
+                Split::Validation
+            } else {
+                Split::Test
+            };
+        }
+        splits
+    }
+}
+
+/// Rows per split for `n` rows: train and train + validation rounded, test the rest. The one
+/// definition of the cut: the record's counts and the rows listed per split both come from it.
+pub(crate) fn split_counts(n: u64, train: f64, validation: f64) -> (u64, u64, u64) {
+    let cut = |fraction: f64| ((n as f64) * fraction).round().clamp(0.0, n as f64) as u64;
+    let t = cut(train);
+    let tv = cut(train + validation).max(t);
+    (t, tv - t, n - tv)
+}
+
+/// Row numbers `0..rows` in split order: by the md5 of `"{seed}:{row}"`, where the seed is
+/// written as the signed 64-bit integer it is stored as (`-1` for `u64::MAX`), ties by row
+/// number. This is exactly Postgres' `ORDER BY md5(seed::text || ':' || idx::text), idx`
+/// (lowercase hex digits order like the digest's bytes, under any collation), so a data set
+/// keeps its split on either backend and when moved between them.
+pub fn split_order(seed: u64, rows: u32) -> Vec<u32> {
+    let seed = i64::from_ne_bytes(seed.to_ne_bytes());
+    let mut keyed: Vec<([u8; 16], u32)> =
+        (0..rows).map(|idx| (Md5::digest(format!("{seed}:{idx}")).into(), idx)).collect();
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, idx)| idx).collect()
+}
+
 #[async_trait]
 pub trait DatasetRepo: Send + Sync {
     /// `Conflict { what: "dataset name" }` if a live data set has the name.
@@ -176,4 +235,40 @@ pub trait DatasetRepo: Send + Sync {
         workflow: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<EvaluationSummary>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_counts_add_up() {
+        assert_eq!(split_counts(100, 0.6, 0.2), (60, 20, 20));
+        assert_eq!(split_counts(1319, 0.0, 0.0), (0, 0, 1319));
+        assert_eq!(split_counts(3, 0.5, 0.5), (2, 1, 0));
+        for n in 0..50 {
+            let (t, v, s) = split_counts(n, 0.33, 0.33);
+            assert_eq!(t + v + s, n);
+        }
+    }
+
+    #[test]
+    fn split_order_follows_the_md5_of_seed_and_row() {
+        // md5("7:0") = dd27b8f2…, md5("7:1") = 6dd6c9f6…, md5("7:2") = 60e5d275…
+        assert_eq!(split_order(7, 3), [2, 1, 0]);
+        assert!(split_order(7, 0).is_empty());
+        let mut all = split_order(u64::MAX, 1000);
+        all.sort_unstable();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn row_splits_cut_the_order_by_the_counts() {
+        let spec = SplitSpec { seed: 7, train: 0.34, validation: 0.33 };
+        assert_eq!(spec.row_splits(3), [Split::Test, Split::Validation, Split::Train]);
+        let spec = SplitSpec { seed: 42, train: 0.6, validation: 0.2 };
+        let splits = spec.row_splits(100);
+        let count = |s| splits.iter().filter(|x| **x == s).count() as u64;
+        assert_eq!((count(Split::Train), count(Split::Validation), count(Split::Test)), (60, 20, 20));
+    }
 }

@@ -7,6 +7,7 @@
 //! of their own guess). The plaintext exists only in the [`CreatedApiKey`] returned once.
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -153,6 +154,16 @@ pub trait KeyRepo: Send + Sync {
     /// rotating the environment token retires the old one). Safe to call from replicas
     /// starting together.
     async fn ensure_admin_key(&self, token: &ApiToken) -> Result<ApiKey>;
+}
+
+/// How often at most `last_used_at` is written per key. Verification is on every request, and a
+/// write per request would serialise all of a key's traffic on one row.
+pub(crate) const LAST_USED_EVERY: Duration = Duration::from_secs(60);
+
+/// Whether verifying `key` now should record the use (see [`LAST_USED_EVERY`]).
+pub(crate) fn last_use_is_stale(key: &ApiKey) -> bool {
+    let every = chrono::TimeDelta::from_std(LAST_USED_EVERY).unwrap_or(chrono::TimeDelta::MAX);
+    key.last_used_at.is_none_or(|at| Utc::now() - at > every)
 }
 
 pub(crate) fn check_admin_token(token: &ApiToken) -> Result<()> {

@@ -36,6 +36,7 @@
 //! `&'static str` SQL), so building needs neither a database nor `.sqlx` data.
 
 pub mod buckets;
+mod connect;
 pub mod compile_jobs;
 pub mod datasets;
 pub mod endpoints;
@@ -52,6 +53,7 @@ pub mod policies;
 pub mod runs;
 mod rows;
 pub mod sqlite;
+pub mod transfer;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod versions;
@@ -60,6 +62,7 @@ pub mod workflows;
 use async_trait::async_trait;
 
 pub use buckets::BucketRange;
+pub use connect::{BackendKind, Connected, connect};
 pub use compile_jobs::{
     COMPILE_JOB_KIND, CompileEnd, CompileJob, CompileJobFilter, CompileJobRepo, CompilePayload, NewCompileJob,
 };

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::Result;
-use crate::executions::{Execution, ExecutionOutcome, NewExecution};
-use crate::jobs::{FailOutcome, Job, NewJob, Retry};
+use crate::error::{Result, StoreError};
+use crate::executions::{Execution, ExecutionMode, ExecutionOutcome, ExecutionStatus, NewExecution};
+use crate::jobs::{FailOutcome, Job, JobStatus, NewJob, Retry};
 
 /// The job kind of asynchronous runs.
 pub const RUN_JOB_KIND: &str = "run";
@@ -69,4 +69,29 @@ pub trait RunRepo: Send + Sync {
 /// The job for a run; exposed for callers composing their own transaction.
 pub fn run_job(execution_id: Uuid, max_attempts: u32) -> NewJob {
     NewJob::new(RUN_JOB_KIND, serde_json::json!({ "execution_id": execution_id })).max_attempts(max_attempts)
+}
+
+/// What [`RunRepo::submit_run`] writes: the execution, made asynchronous, and its job. A run
+/// with an outcome is refused before anything is written.
+pub(crate) fn run_to_submit(mut new: NewExecution, max_attempts: u32) -> Result<(NewExecution, NewJob)> {
+    if new.outcome.is_some() {
+        return Err(StoreError::Invalid { what: "run (a queued run has no outcome yet)" });
+    }
+    new.mode = ExecutionMode::Async;
+    let job = run_job(new.id, max_attempts);
+    Ok((new, job))
+}
+
+/// How [`RunRepo::finish_run`] ends the job for `outcome` (checked to be terminal): its status
+/// and the result it records.
+pub(crate) fn run_job_end(execution_id: Uuid, outcome: &ExecutionOutcome) -> Result<(JobStatus, Value)> {
+    outcome.check()?;
+    let status = if outcome.status == ExecutionStatus::Cancelled {
+        JobStatus::Cancelled
+    } else {
+        JobStatus::Succeeded
+    };
+    let result =
+        serde_json::json!({ "execution_id": execution_id, "execution_status": outcome.status.as_str() });
+    Ok((status, result))
 }

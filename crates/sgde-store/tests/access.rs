@@ -4,15 +4,15 @@ use std::time::Duration;
 
 use sgde_store::testing::TestDatabase;
 use sgde_store::{
-    ApiToken, IdempotencyBegin, IdempotencyKey, IdempotencyPolicy, IdempotencyRepo, IdempotentRequest,
-    KeyRepo, NewApiKey, Scope, StoreError, StoredResponse,
+    ApiToken, IdempotencyBegin, IdempotencyKey, IdempotencyPolicy, IdempotentRequest,
+    NewApiKey, Scope, StoreError, StoredResponse,
 };
 use uuid::Uuid;
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn keys_create_verify_list_revoke() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let created = s
         .create_key(&NewApiKey { name: "ci".into(), scopes: vec![Scope::Execute, Scope::Read, Scope::Read] })
         .await
@@ -23,18 +23,8 @@ async fn keys_create_verify_list_revoke() {
     assert_eq!(created.key.scopes, [Scope::Execute, Scope::Read], "deduplicated");
 
     // Only the hash is stored.
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT secret_hash FROM api_keys WHERE id = $1")
-        .bind(created.key.id)
-        .fetch_one(s.pool())
-        .await
-        .unwrap();
+    let (stored, plaintext_anywhere) = stored_secret(&db, created.key.id, &token.expose()[5..]).await;
     assert_eq!(stored.len(), 32);
-    let plaintext_anywhere: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys k WHERE k::text LIKE '%' || $1 || '%')")
-            .bind(&token.expose()[5..])
-            .fetch_one(s.pool())
-            .await
-            .unwrap();
     assert!(!plaintext_anywhere);
 
     let verified = s.verify_key(&token).await.unwrap().expect("valid token");
@@ -60,10 +50,10 @@ async fn keys_create_verify_list_revoke() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn admin_key_bootstrap_is_idempotent_and_rotates() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let first = ApiToken::new("first-admin-token-from-env");
     assert!(matches!(s.ensure_admin_key(&ApiToken::new("short")).await, Err(StoreError::Invalid { .. })));
 
@@ -106,10 +96,10 @@ fn response() -> StoredResponse {
     }
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn idempotency_states() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let policy = IdempotencyPolicy::default();
     let req = IdempotentRequest::new(key("k1"), br#"{"inputs":{"q":1}}"#);
 
@@ -152,7 +142,7 @@ async fn idempotency_states() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn concurrent_begins_have_one_owner() {
     let db = TestDatabase::new().await.unwrap();
     let policy = IdempotencyPolicy::default();
@@ -174,4 +164,31 @@ async fn concurrent_begins_have_one_owner() {
     }
     assert_eq!(started, 1);
     db.drop_database().await.unwrap();
+}
+
+/// The stored hash of a key, and whether the token's secret appears in any column of any key.
+async fn stored_secret(db: &TestDatabase, id: uuid::Uuid, secret: &str) -> (Vec<u8>, bool) {
+    const HASH: &str = "SELECT secret_hash FROM api_keys WHERE id = $1";
+    if let Some(pg) = db.pg() {
+        let stored = sqlx::query_scalar(HASH).bind(id).fetch_one(pg.pool()).await.unwrap();
+        let anywhere =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys k WHERE k::text LIKE '%' || $1 || '%')")
+                .bind(secret)
+                .fetch_one(pg.pool())
+                .await
+                .unwrap();
+        (stored, anywhere)
+    } else {
+        let sqlite = db.sqlite().unwrap();
+        let stored = sqlx::query_scalar(HASH).bind(id).fetch_one(sqlite.reader()).await.unwrap();
+        let anywhere = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM api_keys WHERE
+                 (name || prefix || hex(secret_hash) || scopes || hex(id)) LIKE '%' || $1 || '%')",
+        )
+        .bind(secret)
+        .fetch_one(sqlite.reader())
+        .await
+        .unwrap();
+        (stored, anywhere)
+    }
 }

@@ -7,9 +7,7 @@ use serde_json::json;
 use sgde_llm::EndpointConfig;
 use sgde_store::testing::TestDatabase;
 use sgde_store::{
-    EndpointRepo, LabelRepo, NewVersion, NewWorkflow, PageRequest, Store, StoreError, VersionRepo,
-    VersionSelector, VersionSource, WorkflowRepo,
-};
+    NewVersion, NewWorkflow, PageRequest, Store, StoreError, VersionSelector, VersionSource, };
 use uuid::Uuid;
 
 fn workflow(name: &str) -> NewWorkflow {
@@ -20,10 +18,10 @@ fn version(n: u32) -> NewVersion {
     NewVersion::manual(json!({ "schema": "sgde.workflow/v1", "n": n }), format!("sha256:{n:064x}"))
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn endpoints_crud_and_conflicts() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let mut config = EndpointConfig::new("student", "http://127.0.0.1:8080/v1", "smollm2");
     config.api_key_env = Some("STUDENT_KEY".into());
     let created = s.create_endpoint(&config).await.unwrap();
@@ -57,10 +55,10 @@ async fn endpoints_crud_and_conflicts() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn workflows_paginate_by_name_and_soft_delete_frees_the_name() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     for name in ["c", "a", "e", "b", "d"] {
         s.create_workflow(&workflow(name)).await.unwrap();
     }
@@ -98,10 +96,10 @@ async fn workflows_paginate_by_name_and_soft_delete_frees_the_name() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn versions_are_numbered_deduplicated_and_immutable() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let (wf, v1) = s.create_workflow_with_version(&workflow("gsm"), &version(1)).await.unwrap();
     assert_eq!((v1.number, wf.latest_version), (1, Some(1)));
 
@@ -166,18 +164,21 @@ async fn versions_are_numbered_deduplicated_and_immutable() {
     assert_eq!(rest.next_cursor, None);
 
     // The database itself refuses to change a version.
-    let update = sqlx::query("UPDATE workflow_versions SET metrics = '{}' WHERE id = $1")
-        .bind(v1.id)
-        .execute(s.pool())
+    let update = db
+        .execute_for(
+            v1.id,
+            "UPDATE workflow_versions SET metrics = '{}' WHERE id = $1",
+            "UPDATE workflow_versions SET metrics = '{}' WHERE id = $1",
+        )
         .await;
     assert!(update.is_err());
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn concurrent_version_creates_get_unique_consecutive_numbers() {
     let db = TestDatabase::new().await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(db.store.clone());
+    let store: Arc<dyn Store> = db.store.clone();
     let wf = store.create_workflow(&workflow("race")).await.unwrap();
 
     let tasks: Vec<_> = (0..10)
@@ -212,10 +213,10 @@ async fn concurrent_version_creates_get_unique_consecutive_numbers() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn labels_move_with_history() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let (wf, v1) = s.create_workflow_with_version(&workflow("wf"), &version(1)).await.unwrap();
     let (v2, _) = s.create_version(wf.id, &version(2)).await.unwrap();
 

@@ -6,8 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sgde_store::testing::TestDatabase;
 use sgde_store::{
-    COMPILE_JOB_KIND, CancelOutcome, CompileEnd, CompileJobFilter, CompileJobRepo, FailOutcome, JobQueue,
-    JobStatus, NewCompileJob, PageRequest, Retry, StoreError,
+    COMPILE_JOB_KIND, CancelOutcome, CompileEnd, CompileJobFilter, FailOutcome, JobStatus, NewCompileJob, PageRequest, Retry, StoreError,
 };
 use uuid::Uuid;
 
@@ -34,10 +33,10 @@ fn end(status: JobStatus, reason: &str) -> CompileEnd {
     }
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn a_compile_job_is_queued_checkpointed_and_finished_once() {
     let db = TestDatabase::new().await.unwrap();
-    let store = &db.store;
+    let store = &*db.store;
     let submitted = store.submit_compile_job(&new_job("w")).await.unwrap();
     assert_eq!(submitted.status, JobStatus::Queued);
     assert_eq!(submitted.estimate["first_iteration"]["student_calls"], 9);
@@ -79,10 +78,10 @@ async fn a_compile_job_is_queued_checkpointed_and_finished_once() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn compile_jobs_are_cancelled_failed_listed_and_filtered() {
     let db = TestDatabase::new().await.unwrap();
-    let store = &db.store;
+    let store = &*db.store;
     let queued = store.submit_compile_job(&new_job("w")).await.unwrap();
     assert_eq!(store.cancel_compile_job(queued.id).await.unwrap(), CancelOutcome::Cancelled);
     let cancelled = store.get_compile_job(queued.id).await.unwrap();
@@ -137,7 +136,7 @@ async fn compile_jobs_are_cancelled_failed_listed_and_filtered() {
 
 /// Every item of a listing, following the cursors; checks each page's size on the way.
 async fn all_pages(
-    store: &sgde_store::PgStore,
+    store: &dyn sgde_store::Store,
     filter: &CompileJobFilter,
     limit: u32,
 ) -> Vec<sgde_store::CompileJob> {
@@ -154,10 +153,10 @@ async fn all_pages(
     }
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn compile_jobs_page_by_cursor_with_filters_without_gaps_or_repeats() {
     let db = TestDatabase::new().await.unwrap();
-    let store = &db.store;
+    let store = &*db.store;
     let mut submitted = Vec::new();
     for i in 0..11 {
         let workflow = if i % 3 == 0 { "thirds" } else { "rest" };

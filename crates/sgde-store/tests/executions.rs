@@ -6,16 +6,15 @@ use chrono::{TimeDelta, Utc};
 use serde_json::json;
 use sgde_store::testing::TestDatabase;
 use sgde_store::{
-    ExecutionFilter, ExecutionMode, ExecutionOutcome, ExecutionRepo, ExecutionStatus, ExecutionUsage,
-    FailOutcome, JobQueue, JobStatus, NewExecution, NewVersion, NewWorkflow, PageRequest, PgStore,
-    RUN_JOB_KIND, Retry, RunCancel, RunPayload, RunRepo, StoreError, Version, VersionRepo, Workflow,
-    WorkflowRepo,
-};
+    ExecutionFilter, ExecutionMode, ExecutionOutcome, ExecutionStatus, ExecutionUsage,
+    FailOutcome, JobStatus, NewExecution, NewVersion, NewWorkflow, PageRequest, Store,
+    RUN_JOB_KIND, Retry, RunCancel, RunPayload, StoreError, Version, Workflow,
+    };
 use uuid::Uuid;
 
 const LEASE: Duration = Duration::from_secs(60);
 
-async fn workflow_with_versions(s: &PgStore, name: &str) -> (Workflow, Version, Version) {
+async fn workflow_with_versions(s: &dyn Store, name: &str) -> (Workflow, Version, Version) {
     let new = NewWorkflow { name: name.into(), description: None };
     let (wf, v1) =
         s.create_workflow_with_version(&new, &NewVersion::manual(json!({ "v": 1 }), "h1")).await.unwrap();
@@ -35,10 +34,10 @@ fn finished(wf: &Workflow, v: &Version, status: ExecutionStatus, n: i64) -> NewE
     NewExecution::finished(wf.id, v.id, json!({ "q": n }), Utc::now(), outcome)
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn insert_get_and_refuse_inconsistent_versions() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let (wf, v1, _) = workflow_with_versions(s, "wf").await;
     let new = finished(&wf, &v1, ExecutionStatus::Succeeded, 7).with_route(json!({ "label": "production" }));
     let inserted = s.insert_execution(new.clone()).await.unwrap();
@@ -62,10 +61,10 @@ async fn insert_get_and_refuse_inconsistent_versions() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn list_filters_and_paginates_newest_first() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let (a, a1, a2) = workflow_with_versions(s, "a").await;
     let (b, b1, _) = workflow_with_versions(s, "b").await;
     let mut ids = Vec::new();
@@ -142,10 +141,10 @@ async fn list_filters_and_paginates_newest_first() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn runs_submit_claim_finish_exactly_once() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let (wf, v1, _) = workflow_with_versions(s, "wf").await;
     let (execution, job) =
         s.submit_run(NewExecution::queued(wf.id, v1.id, json!({ "q": 1 })), 3).await.unwrap();
@@ -160,11 +159,7 @@ async fn runs_submit_claim_finish_exactly_once() {
     // Worker A claims and starts, then stalls; its lease expires and B takes over.
     s.claim(&[RUN_JOB_KIND], "a", LEASE).await.unwrap().unwrap();
     assert!(s.start_execution(execution.id).await.unwrap());
-    sqlx::query("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1")
-        .bind(job.id)
-        .execute(s.pool())
-        .await
-        .unwrap();
+    db.expire_lease(job.id).await.unwrap();
     s.claim(&[RUN_JOB_KIND], "b", LEASE).await.unwrap().unwrap();
     assert!(s.start_execution(execution.id).await.unwrap(), "re-start of a re-claimed run");
 
@@ -189,10 +184,10 @@ async fn runs_submit_claim_finish_exactly_once() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn failed_runs_retry_then_fail_the_execution() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let (wf, v1, _) = workflow_with_versions(s, "wf").await;
     let (execution, job) = s.submit_run(NewExecution::queued(wf.id, v1.id, json!({})), 2).await.unwrap();
 
@@ -218,10 +213,10 @@ async fn failed_runs_retry_then_fail_the_execution() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn cancelling_runs() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let (wf, v1, _) = workflow_with_versions(s, "wf").await;
 
     // Queued: cancelled at once, never claimed.

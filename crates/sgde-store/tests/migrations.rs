@@ -1,9 +1,9 @@
 //! Migrations: concurrent application, readiness, health.
 
-use sgde_store::testing::TestDatabase;
-use sgde_store::{Health, PgStore, StoreOptions};
+use sgde_store::testing::{Backend, TestDatabase};
+use sgde_store::{PgStore, SqliteStore, StoreOptions};
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn concurrent_migrate_from_four_tasks_succeeds_once() {
     // A database with no migrations yet: `migrate: false` on creation.
     let db =
@@ -14,18 +14,24 @@ async fn concurrent_migrate_from_four_tasks_succeeds_once() {
 
     let mut tasks = Vec::new();
     for _ in 0..4 {
-        let url = db.url.clone();
+        let (url, backend) = (db.url.clone(), db.backend());
         tasks.push(tokio::spawn(async move {
-            // Separate pools, as separate replicas would have.
-            let store = PgStore::connect(
-                &url,
-                &StoreOptions { migrate: false, max_connections: 2, ..Default::default() },
-            )
-            .await
-            .unwrap();
-            let result = store.migrate().await;
-            store.close().await;
-            result
+            // Separate pools, as separate replicas (or processes on one file) would have.
+            let options = StoreOptions { migrate: false, max_connections: 2, ..Default::default() };
+            match backend {
+                Backend::Postgres => {
+                    let store = PgStore::connect(&url, &options).await.unwrap();
+                    let result = store.migrate().await;
+                    store.close().await;
+                    result
+                }
+                Backend::Sqlite => {
+                    let store = SqliteStore::connect(&url, &options).await.unwrap();
+                    let result = store.migrate().await;
+                    store.close().await;
+                    result
+                }
+            }
         }));
     }
     for task in tasks {
@@ -33,22 +39,21 @@ async fn concurrent_migrate_from_four_tasks_succeeds_once() {
     }
     assert!(db.store.migrations_applied().await.unwrap());
 
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(db.store.pool())
-        .await
-        .unwrap();
-    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations"))
+    let count = "SELECT count(*) FROM _sqlx_migrations WHERE success";
+    let (applied, dir): (i64, _) = match (db.pg(), db.sqlite()) {
+        (Some(pg), _) => (sqlx::query_scalar(count).fetch_one(pg.pool()).await.unwrap(), "postgres"),
+        (_, Some(sqlite)) => (sqlx::query_scalar(count).fetch_one(sqlite.reader()).await.unwrap(), "sqlite"),
+        _ => unreachable!("one backend or the other"),
+    };
+    let files = std::fs::read_dir(format!("{}/../../migrations/{dir}", env!("CARGO_MANIFEST_DIR")))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sql"))
         .count();
     assert_eq!(applied as usize, files, "each migration applied exactly once");
-
-    // Migrating again is a no-op.
-    db.store.migrate().await.unwrap();
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn connect_migrates_and_reports_ready() {
     let db = TestDatabase::new().await.unwrap();
     db.store.ping().await.unwrap();
@@ -67,20 +72,32 @@ async fn bad_urls_and_unreachable_servers_are_clear_errors() {
     let err = PgStore::connect("postgres://u:secret@127.0.0.1:1/db", &options).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     assert!(!err.to_string().contains("secret"));
+
+    // SQLite: a file that cannot be created is unavailable, not a panic or an empty store.
+    let err = SqliteStore::connect("sqlite:///proc/sgde/forbidden.db", &options).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    // And the URL alone picks the backend: no scheme, no store.
+    let err = sgde_store::connect("/var/lib/sgde.db", &options).await.err().expect("refused");
+    assert!(matches!(err, sgde_store::StoreError::Invalid { .. }), "{err:?}");
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn a_schema_migrated_by_a_newer_release_is_accepted() {
     let db = TestDatabase::new().await.unwrap();
     // What a newer sgde would have recorded.
-    sqlx::query(
-        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-         VALUES (99991231000000, 'from the future', true, '\\x00', 1)",
-    )
-    .execute(db.store.pool())
-    .await
-    .unwrap();
-    db.store.migrate().await.unwrap();
+    let future = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99991231000000, 'from the future', true, '\\x00', 1)";
+    match (db.pg(), db.sqlite()) {
+        (Some(pg), _) => {
+            sqlx::query(future).execute(pg.pool()).await.unwrap();
+            pg.migrate().await.unwrap();
+        }
+        (_, Some(sqlite)) => {
+            sqlx::query(sqlx::AssertSqlSafe(future.replace("'\\x00'", "X'00'"))).execute(sqlite.writer()).await.unwrap();
+            sqlite.migrate().await.unwrap();
+        }
+        _ => unreachable!("one backend or the other"),
+    }
     assert!(db.store.migrations_applied().await.unwrap());
     db.drop_database().await.unwrap();
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sgde_store::testing::TestDatabase;
-use sgde_store::{CancelOutcome, FailOutcome, Heartbeat, JobQueue, JobStatus, NewJob, Retry, StoreError, pg};
+use sgde_store::{CancelOutcome, FailOutcome, Heartbeat, JobStatus, NewJob, Retry, StoreError, pg};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -17,20 +17,11 @@ async fn outlive(lease: Duration) {
     tokio::time::sleep(lease + Duration::from_millis(30)).await;
 }
 
-/// Moves a job's lease expiry into the past: a worker that died a while ago, without making the
-/// test depend on how fast the machine is.
-async fn expire_lease(pool: &sqlx::PgPool, id: Uuid) {
-    sqlx::query("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1")
-        .bind(id)
-        .execute(pool)
-        .await
-        .unwrap();
-}
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn concurrent_workers_claim_each_job_exactly_once() {
     let db = TestDatabase::new().await.unwrap();
-    let store = Arc::new(db.store.clone());
+    let store = db.store.clone();
     const JOBS: usize = 60;
     const WORKERS: usize = 6;
     for i in 0..JOBS {
@@ -65,15 +56,15 @@ async fn concurrent_workers_claim_each_job_exactly_once() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn expired_lease_is_reclaimed_and_the_old_owner_is_refused() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let job = s.enqueue(&NewJob::new("run", json!({}))).await.unwrap();
     let a = s.claim(&["run"], "a", LEASE).await.unwrap().unwrap();
     assert_eq!(a.id, job.id);
     assert!(s.claim(&["run"], "b", LEASE).await.unwrap().is_none(), "leased: not claimable");
-    expire_lease(s.pool(), job.id).await;
+    db.expire_lease(job.id).await.unwrap();
 
     let b = s.claim(&["run"], "b", LEASE).await.unwrap().expect("expired lease is claimable");
     assert_eq!((b.id, b.attempts, b.lease_owner.as_deref()), (job.id, 2, Some("b")));
@@ -93,10 +84,10 @@ async fn expired_lease_is_reclaimed_and_the_old_owner_is_refused() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn a_short_lease_really_expires() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let job = s.enqueue(&NewJob::new("run", json!({}))).await.unwrap();
     let short = Duration::from_millis(50);
     s.claim(&["run"], "crashed", short).await.unwrap().unwrap();
@@ -106,10 +97,10 @@ async fn a_short_lease_really_expires() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn heartbeat_extends_the_lease_and_reports_cancel_requests() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let job = s.enqueue(&NewJob::new("run", json!({}))).await.unwrap();
     let short = Duration::from_millis(200);
     let claimed = s.claim(&["run"], "w", short).await.unwrap().unwrap();
@@ -134,10 +125,10 @@ async fn heartbeat_extends_the_lease_and_reports_cancel_requests() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn failures_retry_with_backoff_then_fail_terminally() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let job = s.enqueue(&NewJob::new("run", json!({})).max_attempts(3)).await.unwrap();
 
     // Attempt 1 fails with a long backoff: the job waits.
@@ -151,7 +142,13 @@ async fn failures_retry_with_backoff_then_fail_terminally() {
     assert_eq!((stats.queued, stats.ready), (1, 0));
 
     // Pull it forward (as if the hour had passed) and fail attempts 2 and 3.
-    sqlx::query("UPDATE jobs SET run_at = now() WHERE id = $1").bind(job.id).execute(s.pool()).await.unwrap();
+    db.execute_for(
+        job.id,
+        "UPDATE jobs SET run_at = now() WHERE id = $1",
+        "UPDATE jobs SET run_at = strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now') WHERE id = $1",
+    )
+    .await
+    .unwrap();
     let second = s.claim(&["run"], "w", LEASE).await.unwrap().unwrap();
     assert_eq!((second.attempts, second.last_error.clone()), (2, Some(json!({ "e": 1 }))));
     let outcome = s.fail_job(job.id, "w", &json!({ "e": 2 }), Retry::After(Duration::ZERO)).await.unwrap();
@@ -176,10 +173,10 @@ async fn failures_retry_with_backoff_then_fail_terminally() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn cancel_queued_running_and_finished_jobs() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let queued = s.enqueue(&NewJob::new("run", json!({}))).await.unwrap();
     assert_eq!(s.cancel_job(queued.id).await.unwrap(), CancelOutcome::Cancelled);
     assert_eq!(s.get_job(queued.id).await.unwrap().status, JobStatus::Cancelled);
@@ -202,10 +199,10 @@ async fn cancel_queued_running_and_finished_jobs() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn release_leases_requeues_without_counting_the_attempt() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     for _ in 0..3 {
         s.enqueue(&NewJob::new("run", json!({}))).await.unwrap();
     }
@@ -222,18 +219,18 @@ async fn release_leases_requeues_without_counting_the_attempt() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn reap_ends_jobs_whose_workers_died_with_no_attempts_left() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let job = s.enqueue(&NewJob::new("run", json!({ "x": 1 })).max_attempts(1)).await.unwrap();
     let cancelled = s.enqueue(&NewJob::new("run", json!({ "x": 2 })).max_attempts(3)).await.unwrap();
     s.claim(&["run"], "dead", LEASE).await.unwrap().unwrap();
     s.claim(&["run"], "dead", LEASE).await.unwrap().unwrap();
     assert_eq!(s.cancel_job(cancelled.id).await.unwrap(), CancelOutcome::Requested);
     assert!(s.reap_expired().await.unwrap().is_empty(), "leases still valid");
-    expire_lease(s.pool(), job.id).await;
-    expire_lease(s.pool(), cancelled.id).await;
+    db.expire_lease(job.id).await.unwrap();
+    db.expire_lease(cancelled.id).await.unwrap();
 
     assert!(s.claim(&["run"], "w", LEASE).await.unwrap().is_none(), "neither may be re-claimed");
     let mut reaped = s.reap_expired().await.unwrap();
@@ -245,23 +242,27 @@ async fn reap_ends_jobs_whose_workers_died_with_no_attempts_left() {
     db.drop_database().await.unwrap();
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn delayed_jobs_lag_and_transactional_enqueue() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     s.enqueue(&NewJob::new("compile", json!({})).delay(Duration::from_secs(600))).await.unwrap();
     assert!(s.claim(&["compile"], "w", LEASE).await.unwrap().is_none(), "not before run_at");
 
-    // Enqueued inside a transaction that rolls back: no job.
-    let mut tx = s.begin().await.unwrap();
-    let ghost = pg::enqueue_job(&mut *tx, &NewJob::new("run", json!({}))).await.unwrap();
-    tx.rollback().await.unwrap();
-    assert!(matches!(s.get_job(ghost.id).await, Err(StoreError::NotFound { .. })));
-    // ... and one that commits.
-    let mut tx = s.begin().await.unwrap();
-    let real = pg::enqueue_job(&mut *tx, &NewJob::new("run", json!({}))).await.unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(s.get_job(real.id).await.unwrap().status, JobStatus::Queued);
+    if let Some(pg) = db.pg() {
+        // Postgres only: enqueued inside a caller's transaction that rolls back, no job.
+        let mut tx = pg.begin().await.unwrap();
+        let ghost = pg::enqueue_job(&mut *tx, &NewJob::new("run", json!({}))).await.unwrap();
+        tx.rollback().await.unwrap();
+        assert!(matches!(s.get_job(ghost.id).await, Err(StoreError::NotFound { .. })));
+        // ... and one that commits.
+        let mut tx = pg.begin().await.unwrap();
+        let real = pg::enqueue_job(&mut *tx, &NewJob::new("run", json!({}))).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(s.get_job(real.id).await.unwrap().status, JobStatus::Queued);
+    } else {
+        s.enqueue(&NewJob::new("run", json!({}))).await.unwrap();
+    }
 
     tokio::time::sleep(Duration::from_millis(50)).await;
     let stats = s.queue_stats("run").await.unwrap();

@@ -5,13 +5,11 @@ use chrono::{TimeDelta, Utc};
 use serde_json::json;
 use sgde_store::testing::TestDatabase;
 use sgde_store::{
-    ExecutionOutcome, ExecutionRepo, ExecutionStatus, ExecutionUsage, FeedbackRepo, LabelRepo, NewExecution,
-    NewFeedback, NewVersion, NewWorkflow, PageRequest, PgStore, PolicyChange, PolicyDraft, PolicyRepo,
-    RoutePath, StoreError, Version, VersionRepo, Workflow, WorkflowRepo,
-};
+    ExecutionOutcome, ExecutionStatus, ExecutionUsage, NewExecution,
+    NewFeedback, NewVersion, NewWorkflow, PageRequest, PolicyChange, Store, PolicyDraft, RoutePath, StoreError, Version, Workflow, };
 use uuid::Uuid;
 
-async fn three_versions(s: &PgStore) -> (Workflow, [Version; 3]) {
+async fn three_versions(s: &dyn Store) -> (Workflow, [Version; 3]) {
     let new = NewWorkflow { name: "ab".into(), description: None };
     let (wf, v1) =
         s.create_workflow_with_version(&new, &NewVersion::manual(json!({ "v": 1 }), "h1")).await.unwrap();
@@ -24,10 +22,10 @@ fn buckets_of(policy: &sgde_store::TrafficPolicy) -> Vec<u32> {
     policy.variants.iter().map(|v| v.buckets.iter().map(|r| r.end - r.start).sum()).collect()
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn policies_are_revisions_with_rollback_promote_and_clear() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let (wf, [v1, v2, v3]) = three_versions(s).await;
     assert_eq!(s.current_policy(wf.id).await.unwrap(), None);
     let target = s.default_target("ab").await.unwrap();
@@ -90,10 +88,10 @@ async fn policies_are_revisions_with_rollback_promote_and_clear() {
     assert_eq!(rest.next_cursor, None);
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn invalid_drafts_write_nothing() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let (wf, [v1, v2, _]) = three_versions(s).await;
     let (other, _) = s
         .create_workflow_with_version(
@@ -127,10 +125,10 @@ async fn invalid_drafts_write_nothing() {
     ));
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn feedback_is_one_record_per_execution_and_statistics_follow_the_log() {
     let db = TestDatabase::new().await.unwrap();
-    let s = &db.store;
+    let s = &*db.store;
     let (wf, [v1, v2, v3]) = three_versions(s).await;
     let mut ids = Vec::new();
     for (i, (version, path, status, latency)) in [

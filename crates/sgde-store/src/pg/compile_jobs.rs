@@ -1,57 +1,18 @@
 //! [`CompileJobRepo`] on Postgres: table `compile_jobs` beside its queue job in `jobs`.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::PgStore;
 use super::jobs::{cancel_in, end_job, enqueue_job, fail_in};
-use crate::compile_jobs::{
-    COMPILE_JOB_KIND, CompileEnd, CompileJob, CompileJobFilter, CompileJobRepo, NewCompileJob,
-};
+use crate::compile_jobs::{CompileEnd, CompileJob, CompileJobFilter, CompileJobRepo, NewCompileJob};
 use crate::error::{Result, StoreError};
-use crate::jobs::{CancelOutcome, FailOutcome, JobStatus, NewJob, Retry};
+use crate::jobs::{CancelOutcome, FailOutcome, JobStatus, Retry};
 use crate::page::{self, CursorKind, Page, PageRequest};
-
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: Uuid,
-    workflow: String,
-    request: Value,
-    status: String,
-    stop_reason: Option<String>,
-    stop_detail: Option<String>,
-    progress: Value,
-    estimate: Value,
-    result_version_id: Option<Uuid>,
-    error: Option<Value>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-impl TryFrom<Row> for CompileJob {
-    type Error = StoreError;
-
-    fn try_from(r: Row) -> Result<Self> {
-        Ok(CompileJob {
-            id: r.id,
-            workflow: r.workflow,
-            request: r.request,
-            status: JobStatus::parse(&r.status)?,
-            stop_reason: r.stop_reason,
-            stop_detail: r.stop_detail,
-            progress: r.progress,
-            estimate: r.estimate,
-            result_version_id: r.result_version_id,
-            error: r.error,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            finished_at: r.finished_at,
-        })
-    }
-}
+use crate::rows::compile_jobs::{
+    CompileJobRow, checkpoint_text, iteration, queue_job, queue_job_end, stored_checkpoint,
+};
 
 /// Sets the compile's status after its queue job ended without a result.
 async fn settle<'e>(
@@ -77,16 +38,9 @@ async fn settle<'e>(
 #[async_trait]
 impl CompileJobRepo for PgStore {
     async fn submit_compile_job(&self, new: &NewCompileJob) -> Result<CompileJob> {
-        let job = NewJob {
-            id: new.id,
-            kind: COMPILE_JOB_KIND.to_owned(),
-            payload: json!({ "compile_job_id": new.id }),
-            max_attempts: new.max_attempts,
-            delay: std::time::Duration::ZERO,
-        };
         let mut tx = self.pool.begin().await?;
-        enqueue_job(&mut *tx, &job).await?;
-        let row: Row = sqlx::query_as(
+        enqueue_job(&mut *tx, &queue_job(new)).await?;
+        let row: CompileJobRow = sqlx::query_as(
             "INSERT INTO compile_jobs (id, workflow, request, estimate) VALUES ($1, $2, $3, $4)
              RETURNING id, workflow, request, status, stop_reason, stop_detail, progress, estimate,
                        result_version_id, error, created_at, updated_at, finished_at",
@@ -102,7 +56,7 @@ impl CompileJobRepo for PgStore {
     }
 
     async fn get_compile_job(&self, id: Uuid) -> Result<CompileJob> {
-        let row: Row = sqlx::query_as(
+        let row: CompileJobRow = sqlx::query_as(
             "SELECT id, workflow, request, status, stop_reason, stop_detail, progress, estimate,
                     result_version_id, error, created_at, updated_at, finished_at
              FROM compile_jobs WHERE id = $1",
@@ -120,7 +74,7 @@ impl CompileJobRepo for PgStore {
         page: &PageRequest,
     ) -> Result<Page<CompileJob>> {
         let after = page::decode_time(CursorKind::CompileJobs, page.cursor.as_deref())?;
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<CompileJobRow> = sqlx::query_as(
             "SELECT id, workflow, request, status, stop_reason, stop_detail, progress, estimate,
                     result_version_id, error, created_at, updated_at, finished_at
              FROM compile_jobs
@@ -149,13 +103,7 @@ impl CompileJobRepo for PgStore {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        match checkpoint {
-            Some(Some(text)) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("compile checkpoint of {id}: {e}"))),
-            Some(None) => Ok(None),
-            None => Err(StoreError::NotFound { what: "compile job" }),
-        }
+        stored_checkpoint(id, checkpoint)
     }
 
     async fn save_compile_checkpoint(
@@ -165,21 +113,20 @@ impl CompileJobRepo for PgStore {
         records: &[(u32, Value)],
     ) -> Result<()> {
         // As text: see the migration for why key order matters.
-        let text = serde_json::to_string(checkpoint)
-            .map_err(|e| StoreError::Corrupt(format!("compile checkpoint of {id}: {e}")))?;
+        let text = checkpoint_text(id, checkpoint)?;
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE compile_jobs SET checkpoint = $2, updated_at = now() WHERE id = $1")
             .bind(id)
             .bind(text)
             .execute(&mut *tx)
             .await?;
-        for (iteration, record) in records {
+        for (n, record) in records {
             sqlx::query(
                 "INSERT INTO compile_iterations (job_id, iteration, record) VALUES ($1, $2, $3)
                  ON CONFLICT (job_id, iteration) DO NOTHING",
             )
             .bind(id)
-            .bind(i32::try_from(*iteration).unwrap_or(i32::MAX))
+            .bind(iteration(*n))
             .bind(record)
             .execute(&mut *tx)
             .await?;
@@ -209,11 +156,7 @@ impl CompileJobRepo for PgStore {
     }
 
     async fn finish_compile_job(&self, id: Uuid, worker: &str, end: &CompileEnd) -> Result<bool> {
-        let result = json!({ "result_version_id": end.result_version_id, "stop_reason": end.stop_reason });
-        let job_status = match end.status {
-            JobStatus::Cancelled => JobStatus::Cancelled,
-            _ => JobStatus::Succeeded,
-        };
+        let (job_status, result) = queue_job_end(end);
         let mut tx = self.pool.begin().await?;
         if !end_job(&mut *tx, id, worker, job_status, Some(&result)).await? {
             return Ok(false);

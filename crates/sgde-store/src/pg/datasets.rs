@@ -1,127 +1,28 @@
 //! [`DatasetRepo`] on Postgres.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{PgStore, to_i64, to_u64};
+use super::{PgStore, to_i64};
 use crate::datasets::{
     Dataset, DatasetRepo, DatasetRow, EVALUATION_JOB_KIND, EvaluationResult, EvaluationSummary, NewDataset,
-    Split, SplitSpec,
+    Split,
 };
 use crate::error::{Result, StoreError};
-use crate::jobs::JobStatus;
 use crate::page::{self, CursorKind, Page, PageRequest};
+use crate::rows::datasets::{
+    DatasetRowRecord, ResultRow, SplitExampleRow, SummaryRow, dataset_columns, result_columns,
+};
 
 /// Rows written per INSERT when replacing a data set's rows.
 const INSERT_BATCH: usize = 500;
-
-/// The columns every read of a data set record selects, in `DatasetRowRecord`'s order.
-macro_rules! dataset_columns {
-    () => {
-        "id, name, description, mapping, split_seed, train_fraction, validation_fraction, row_count, \
-         created_by, created_at, updated_at"
-    };
-}
-
-#[derive(sqlx::FromRow)]
-struct DatasetRowRecord {
-    id: Uuid,
-    name: String,
-    description: Option<String>,
-    mapping: Value,
-    split_seed: i64,
-    train_fraction: f64,
-    validation_fraction: f64,
-    row_count: i32,
-    created_by: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-/// Rows per split for `n` rows: train and train + validation rounded, test the rest. The one
-/// definition of the cut: the record's counts and the rows listed per split both come from it.
-fn split_counts(n: u64, train: f64, validation: f64) -> (u64, u64, u64) {
-    let cut = |fraction: f64| ((n as f64) * fraction).round().clamp(0.0, n as f64) as u64;
-    let t = cut(train);
-    let tv = cut(train + validation).max(t);
-    (t, tv - t, n - tv)
-}
-
-impl From<DatasetRowRecord> for Dataset {
-    fn from(r: DatasetRowRecord) -> Self {
-        let rows = u64::try_from(r.row_count).unwrap_or(0);
-        let (train_rows, validation_rows, test_rows) =
-            split_counts(rows, r.train_fraction, r.validation_fraction);
-        Dataset {
-            id: r.id,
-            name: r.name,
-            description: r.description,
-            mapping: r.mapping,
-            split: SplitSpec {
-                seed: u64::from_ne_bytes(r.split_seed.to_ne_bytes()),
-                train: r.train_fraction,
-                validation: r.validation_fraction,
-            },
-            rows,
-            train_rows,
-            validation_rows,
-            test_rows,
-            created_by: r.created_by,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct ExampleRow {
-    idx: i32,
-    split: String,
-    inputs: Value,
-    expected: Value,
-}
-
-#[derive(sqlx::FromRow)]
-struct ResultRow {
-    evaluation_id: Uuid,
-    version_id: Uuid,
-    example: i32,
-    score: f64,
-    passed: bool,
-    output: Option<Value>,
-    expected: Value,
-    error: Option<Value>,
-    trace: Option<Value>,
-    tokens: i64,
-    cost_usd: f64,
-    latency_us: i64,
-}
-
-#[derive(sqlx::FromRow)]
-struct SummaryRow {
-    id: Uuid,
-    status: String,
-    workflow: Option<String>,
-    version_number: Option<i32>,
-    baseline_number: Option<i32>,
-    examples: Option<i32>,
-    source: Option<Value>,
-    created_at: DateTime<Utc>,
-    finished_at: Option<DateTime<Utc>>,
-}
 
 #[async_trait]
 impl DatasetRepo for PgStore {
     async fn create_dataset(&self, new: &NewDataset, by: Option<&str>) -> Result<Dataset> {
         let split = &new.split;
-        if !(0.0..=1.0).contains(&split.train)
-            || !(0.0..=1.0).contains(&split.validation)
-            || split.train + split.validation > 1.0
-        {
-            return Err(StoreError::Invalid { what: "split fractions" });
-        }
+        split.check()?;
         let row: DatasetRowRecord = sqlx::query_as(
             concat!("INSERT INTO datasets (id, name, description, mapping, split_seed, train_fraction, validation_fraction,
                                    created_by)
@@ -132,7 +33,7 @@ impl DatasetRepo for PgStore {
         .bind(&new.name)
         .bind(&new.description)
         .bind(&new.mapping)
-        .bind(i64::from_ne_bytes(split.seed.to_ne_bytes()))
+        .bind(split.stored_seed())
         .bind(split.train)
         .bind(split.validation)
         .bind(by)
@@ -234,9 +135,10 @@ impl DatasetRepo for PgStore {
         let dataset = Dataset::from(d);
         let n_train = to_i64(dataset.train_rows);
         let n_train_val = to_i64(dataset.train_rows + dataset.validation_rows);
-        // Rank rows by a seeded hash of their number; the first `train` rows are train, the
-        // next `validation` rows validation, the rest test.
-        let rows: Vec<ExampleRow> = sqlx::query_as(
+        // Rank rows by a seeded hash of their number (see `split_order`, which computes the same
+        // order in Rust); the first `train` rows are train, the next `validation` rows
+        // validation, the rest test.
+        let rows: Vec<SplitExampleRow> = sqlx::query_as(
             "WITH ranked AS (
                  SELECT idx, inputs, expected,
                         row_number() OVER (ORDER BY md5($2::text || ':' || idx::text), idx) - 1 AS rk
@@ -251,7 +153,7 @@ impl DatasetRepo for PgStore {
              OFFSET $6 LIMIT $7",
         )
         .bind(dataset_id)
-        .bind(i64::from_ne_bytes(dataset.split.seed.to_ne_bytes()))
+        .bind(dataset.split.stored_seed())
         .bind(n_train)
         .bind(n_train_val)
         .bind(split.map(Split::as_str))
@@ -259,31 +161,16 @@ impl DatasetRepo for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                let split = match r.split.as_str() {
-                    "train" => Split::Train,
-                    "validation" => Split::Validation,
-                    _ => Split::Test,
-                };
-                Ok(DatasetRow {
-                    index: u32::try_from(r.idx).unwrap_or(0),
-                    split,
-                    inputs: r.inputs,
-                    expected: r.expected,
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(DatasetRow::from).collect())
     }
 
     async fn record_evaluation_result(&self, r: &EvaluationResult) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO evaluation_results
-                (evaluation_id, version_id, example, score, passed, output, expected, error, trace, tokens, cost_usd,
-                 latency_us)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT DO NOTHING",
-        )
+        let done = sqlx::query(concat!(
+            "INSERT INTO evaluation_results (",
+            result_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT DO NOTHING"
+        ))
         .bind(r.evaluation_id)
         .bind(r.version_id)
         .bind(i32::try_from(r.example).unwrap_or(i32::MAX))
@@ -327,66 +214,19 @@ impl DatasetRepo for PgStore {
         .bind(page.fetch())
         .fetch_all(&self.pool)
         .await?;
-        let items = rows
-            .into_iter()
-            .map(|r| {
-                Ok(EvaluationSummary {
-                    id: r.id,
-                    status: JobStatus::parse(&r.status)?,
-                    workflow: r.workflow.unwrap_or_default(),
-                    version_number: r.version_number.unwrap_or_default(),
-                    baseline_number: r.baseline_number,
-                    examples: r.examples.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-                    source: r.source.unwrap_or(Value::Null),
-                    created_at: r.created_at,
-                    finished_at: r.finished_at,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let items = rows.into_iter().map(EvaluationSummary::try_from).collect::<Result<Vec<_>>>()?;
         Ok(Page::from_rows(items, page, |e| page::encode_time(CursorKind::Evaluations, e.created_at, e.id)))
     }
 
     async fn evaluation_results(&self, evaluation_id: Uuid) -> Result<Vec<EvaluationResult>> {
-        let rows: Vec<ResultRow> = sqlx::query_as(
-            "SELECT evaluation_id, version_id, example, score, passed, output, expected, error, trace, tokens,
-                    cost_usd, latency_us
-             FROM evaluation_results WHERE evaluation_id = $1 ORDER BY version_id, example",
-        )
+        let rows: Vec<ResultRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            result_columns!(),
+            " FROM evaluation_results WHERE evaluation_id = $1 ORDER BY version_id, example"
+        ))
         .bind(evaluation_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| EvaluationResult {
-                evaluation_id: r.evaluation_id,
-                version_id: r.version_id,
-                example: u32::try_from(r.example).unwrap_or(0),
-                score: r.score,
-                passed: r.passed,
-                output: r.output,
-                expected: r.expected,
-                error: r.error,
-                trace: r.trace,
-                tokens: to_u64(r.tokens),
-                cost_usd: r.cost_usd,
-                latency_us: to_u64(r.latency_us),
-            })
-            .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_counts;
-
-    #[test]
-    fn split_counts_add_up() {
-        assert_eq!(split_counts(100, 0.6, 0.2), (60, 20, 20));
-        assert_eq!(split_counts(1319, 0.0, 0.0), (0, 0, 1319));
-        assert_eq!(split_counts(3, 0.5, 0.5), (2, 1, 0));
-        for n in 0..50 {
-            let (t, v, s) = split_counts(n, 0.33, 0.33);
-            assert_eq!(t + v + s, n);
-        }
+        Ok(rows.into_iter().map(EvaluationResult::from).collect())
     }
 }

@@ -1,7 +1,6 @@
 //! [`EndpointRepo`] on Postgres.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sgde_llm::EndpointConfig;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -9,27 +8,7 @@ use uuid::Uuid;
 use super::PgStore;
 use crate::endpoints::{Endpoint, EndpointRepo};
 use crate::error::{Result, StoreError};
-
-#[derive(sqlx::FromRow)]
-struct EndpointRow {
-    id: Uuid,
-    name: String,
-    config: Json<EndpointConfig>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl From<EndpointRow> for Endpoint {
-    fn from(r: EndpointRow) -> Self {
-        Endpoint {
-            id: r.id,
-            name: r.name,
-            config: r.config.0,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
+use crate::rows::endpoints::EndpointRow;
 
 #[async_trait]
 impl EndpointRepo for PgStore {

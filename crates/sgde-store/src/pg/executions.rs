@@ -1,71 +1,16 @@
 //! [`ExecutionRepo`] on Postgres.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use super::{PgStore, to_i64, to_u64};
+use super::{PgStore, to_i64};
 use crate::error::{Result, StoreError};
 use crate::executions::{
-    Execution, ExecutionFilter, ExecutionMode, ExecutionOutcome, ExecutionRepo, ExecutionStatus,
-    ExecutionUsage, NewExecution,
+    Execution, ExecutionFilter, ExecutionMode, ExecutionOutcome, ExecutionRepo, ExecutionStatus, NewExecution,
 };
 use crate::page::{self, CursorKind, Page, PageRequest};
-
-#[derive(sqlx::FromRow)]
-struct ExecutionRow {
-    id: Uuid,
-    workflow_id: Uuid,
-    version_id: Uuid,
-    mode: String,
-    status: String,
-    inputs: Value,
-    output: Option<Value>,
-    error: Option<Value>,
-    trace: Option<Value>,
-    latency_us: Option<i64>,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    cost_usd: f64,
-    route: Option<Value>,
-    job_id: Option<Uuid>,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-impl TryFrom<ExecutionRow> for Execution {
-    type Error = StoreError;
-
-    fn try_from(r: ExecutionRow) -> Result<Self> {
-        Ok(Execution {
-            id: r.id,
-            workflow_id: r.workflow_id,
-            version_id: r.version_id,
-            mode: ExecutionMode::parse(&r.mode)?,
-            status: ExecutionStatus::parse(&r.status)?,
-            inputs: r.inputs,
-            output: r.output,
-            error: r.error,
-            trace: r.trace,
-            latency_us: r.latency_us.map(to_u64),
-            usage: ExecutionUsage {
-                prompt_tokens: to_u64(r.prompt_tokens),
-                completion_tokens: to_u64(r.completion_tokens),
-                cost_usd: r.cost_usd,
-            },
-            route: r.route,
-            job_id: r.job_id,
-            created_at: r.created_at,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-        })
-    }
-}
-
-type Stamps = (DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+use crate::rows::executions::{ExecutionRow, Stamps, initial_outcome, recorded};
 
 /// Records an execution with one INSERT, on a pool or inside the caller's transaction.
 pub async fn insert_execution<'e>(executor: impl PgExecutor<'e>, new: NewExecution) -> Result<Execution> {
@@ -79,21 +24,10 @@ pub(super) async fn insert_with_job<'e>(
     new: NewExecution,
     job_id: Option<Uuid>,
 ) -> Result<Execution> {
-    let empty = ExecutionOutcome {
-        status: ExecutionStatus::Queued,
-        output: None,
-        error: None,
-        trace: None,
-        latency_us: None,
-        usage: ExecutionUsage::default(),
-    };
-    if let Some(outcome) = &new.outcome {
-        outcome.check()?;
-    }
-    let outcome = new.outcome.as_ref().unwrap_or(&empty);
+    let outcome = initial_outcome(&new)?;
     // The timestamps come back from the database: it stores microseconds, and the record must
     // equal what a later read returns.
-    let (created_at, started_at, finished_at): Stamps = sqlx::query_as(
+    let stamps: Stamps = sqlx::query_as(
         "INSERT INTO executions
             (id, workflow_id, version_id, mode, status, inputs, output, error, trace, latency_us,
              prompt_tokens, completion_tokens, cost_usd, route, job_id, started_at, finished_at)
@@ -120,26 +54,7 @@ pub(super) async fn insert_with_job<'e>(
     .fetch_one(executor)
     .await?;
 
-    let NewExecution { id, workflow_id, version_id, mode, inputs, route, outcome, started_at: _ } = new;
-    let outcome = outcome.unwrap_or(empty);
-    Ok(Execution {
-        id,
-        workflow_id,
-        version_id,
-        mode,
-        status: outcome.status,
-        inputs,
-        output: outcome.output,
-        error: outcome.error,
-        trace: outcome.trace,
-        latency_us: outcome.latency_us,
-        usage: outcome.usage,
-        route,
-        job_id,
-        created_at,
-        started_at,
-        finished_at,
-    })
+    Ok(recorded(new, job_id, stamps))
 }
 
 /// `queued | running → terminal`, at most once; on a pool or inside the caller's transaction.

@@ -5,55 +5,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{PgStore, to_u64};
+use super::PgStore;
 use crate::error::{Result, StoreError};
-use crate::feedback::{Feedback, FeedbackRepo, NewFeedback, RoutePath, VariantStats};
-
-#[derive(sqlx::FromRow)]
-struct FeedbackRow {
-    execution_id: Uuid,
-    correct: Option<bool>,
-    score: Option<f64>,
-    comment: Option<String>,
-    created_by: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl From<FeedbackRow> for Feedback {
-    fn from(r: FeedbackRow) -> Self {
-        Feedback {
-            execution_id: r.execution_id,
-            correct: r.correct,
-            score: r.score,
-            comment: r.comment,
-            created_by: r.created_by,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct StatsRow {
-    version_id: Uuid,
-    version_number: i32,
-    path: String,
-    requests: i64,
-    errors: i64,
-    p50_us: Option<f64>,
-    p95_us: Option<f64>,
-    p99_us: Option<f64>,
-    tokens_per_run: Option<f64>,
-    cost_per_run: Option<f64>,
-    feedback_count: i64,
-    feedback_mean: Option<f64>,
-    correct: i64,
-    correct_n: i64,
-    score_n: i64,
-    score_mean: Option<f64>,
-    score_variance: Option<f64>,
-}
+use crate::feedback::{Feedback, FeedbackRepo, NewFeedback, VariantStats, check_feedback};
+use crate::rows::feedback::{FeedbackRow, PgStatsRow, feedback_columns};
 
 #[async_trait]
 impl FeedbackRepo for PgStore {
@@ -63,12 +18,7 @@ impl FeedbackRepo for PgStore {
         new: &NewFeedback,
         by: Option<&str>,
     ) -> Result<(Feedback, bool)> {
-        if new.correct.is_none() && new.score.is_none() {
-            return Err(StoreError::Invalid { what: "feedback" });
-        }
-        if new.score.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
-            return Err(StoreError::Invalid { what: "feedback score" });
-        }
+        check_feedback(new)?;
         // `xmax = 0` tells an inserted row from an updated one.
         let (row, inserted): (FeedbackRow, bool) = {
             #[derive(sqlx::FromRow)]
@@ -77,7 +27,7 @@ impl FeedbackRepo for PgStore {
                 row: FeedbackRow,
                 inserted: bool,
             }
-            let u: Upserted = sqlx::query_as(
+            let u: Upserted = sqlx::query_as(concat!(
                 "INSERT INTO execution_feedback (execution_id, correct, score, comment, created_by)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (execution_id) DO UPDATE
@@ -87,8 +37,7 @@ impl FeedbackRepo for PgStore {
                          WHEN (execution_feedback.correct, execution_feedback.score, execution_feedback.comment)
                               IS NOT DISTINCT FROM (excluded.correct, excluded.score, excluded.comment)
                          THEN execution_feedback.updated_at ELSE now() END
-                 RETURNING execution_id, correct, score, comment, created_by, created_at, updated_at,
-                           (xmax = 0) AS inserted",
+                 RETURNING ", feedback_columns!(), ", (xmax = 0) AS inserted"),
             )
             .bind(execution_id)
             .bind(new.correct)
@@ -103,10 +52,11 @@ impl FeedbackRepo for PgStore {
     }
 
     async fn get_feedback(&self, execution_id: Uuid) -> Result<Feedback> {
-        let row: FeedbackRow = sqlx::query_as(
-            "SELECT execution_id, correct, score, comment, created_by, created_at, updated_at
-             FROM execution_feedback WHERE execution_id = $1",
-        )
+        let row: FeedbackRow = sqlx::query_as(concat!(
+            "SELECT ",
+            feedback_columns!(),
+            " FROM execution_feedback WHERE execution_id = $1"
+        ))
         .bind(execution_id)
         .fetch_one(&self.pool)
         .await
@@ -120,7 +70,7 @@ impl FeedbackRepo for PgStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<VariantStats>> {
-        let rows: Vec<StatsRow> = sqlx::query_as(
+        let rows: Vec<PgStatsRow> = sqlx::query_as(
             "WITH e AS (
                  SELECT e.version_id, e.route ->> 'chosen_by' AS path, e.status, e.latency_us,
                         e.prompt_tokens + e.completion_tokens AS tokens, e.cost_usd,
@@ -152,34 +102,6 @@ impl FeedbackRepo for PgStore {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                let path = match r.path.as_str() {
-                    "policy" => RoutePath::Policy,
-                    "shadow" => RoutePath::Shadow,
-                    other => return Err(StoreError::Corrupt(format!("unknown route path {other:?}"))),
-                };
-                let ms = |us: Option<f64>| us.map(|v| v / 1000.0);
-                Ok(VariantStats {
-                    version_id: r.version_id,
-                    version_number: r.version_number,
-                    path,
-                    requests: to_u64(r.requests),
-                    errors: to_u64(r.errors),
-                    latency_p50_ms: ms(r.p50_us),
-                    latency_p95_ms: ms(r.p95_us),
-                    latency_p99_ms: ms(r.p99_us),
-                    tokens_per_run: r.tokens_per_run,
-                    cost_per_run_usd: r.cost_per_run,
-                    feedback_count: to_u64(r.feedback_count),
-                    feedback_mean: r.feedback_mean,
-                    correct: to_u64(r.correct),
-                    correct_n: to_u64(r.correct_n),
-                    score_n: to_u64(r.score_n),
-                    score_mean: r.score_mean,
-                    score_variance: r.score_variance,
-                })
-            })
-            .collect()
+        rows.into_iter().map(VariantStats::try_from).collect()
     }
 }

@@ -10,19 +10,11 @@ use async_trait::async_trait;
 use sqlx::types::Json;
 
 use super::{PgStore, micros};
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 use crate::idempotency::{
     IdempotencyBegin, IdempotencyKey, IdempotencyPolicy, IdempotencyRepo, IdempotentRequest, StoredResponse,
 };
-
-/// A record read back when the key could not be claimed.
-#[derive(sqlx::FromRow)]
-struct RecordRow {
-    request_hash: Vec<u8>,
-    status_code: Option<i16>,
-    response_headers: Option<Json<Vec<(String, String)>>>,
-    response_body: Option<Vec<u8>>,
-}
+use crate::rows::idempotency::{CLAIM_ROUNDS, RecordRow, status_code};
 
 #[async_trait]
 impl IdempotencyRepo for PgStore {
@@ -32,9 +24,7 @@ impl IdempotencyRepo for PgStore {
         policy: &IdempotencyPolicy,
     ) -> Result<IdempotencyBegin> {
         let key = &request.key;
-        // A record can vanish between the upsert and the read (purged, or abandoned by its
-        // owner); then the next upsert claims it. Two rounds always suffice in practice.
-        for _ in 0..3 {
+        for _ in 0..CLAIM_ROUNDS {
             let claimed: Option<bool> = sqlx::query_scalar(
                 "INSERT INTO idempotency_records (principal, key, scope, request_hash) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (principal, key, scope) DO UPDATE
@@ -68,26 +58,14 @@ impl IdempotencyRepo for PgStore {
             .fetch_optional(&self.pool)
             .await?;
             let Some(row) = row else { continue };
-            if row.request_hash != request.request_hash {
-                return Ok(IdempotencyBegin::Mismatch);
-            }
-            let Some(status) = row.status_code else {
-                return Ok(IdempotencyBegin::InProgress);
-            };
-            return Ok(IdempotencyBegin::Completed(StoredResponse {
-                status: u16::try_from(status)
-                    .map_err(|_| StoreError::Corrupt(format!("idempotency status code {status}")))?,
-                headers: row.response_headers.map(|h| h.0).unwrap_or_default(),
-                body: row.response_body.unwrap_or_default(),
-            }));
+            return row.outcome(&request.request_hash);
         }
         // The record keeps appearing and disappearing: another request is busy with this key.
         Ok(IdempotencyBegin::InProgress)
     }
 
     async fn complete_idempotent(&self, key: &IdempotencyKey, response: &StoredResponse) -> Result<()> {
-        let status =
-            i16::try_from(response.status).map_err(|_| StoreError::Invalid { what: "status code" })?;
+        let status = status_code(response)?;
         sqlx::query(
             "UPDATE idempotency_records
              SET status_code = $4, response_headers = $5, response_body = $6, completed_at = now()

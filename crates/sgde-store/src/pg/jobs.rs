@@ -18,59 +18,12 @@ use crate::error::{Result, StoreError};
 use crate::jobs::{
     CancelOutcome, FailOutcome, Heartbeat, Job, JobQueue, JobStatus, NewJob, QueueStats, Retry,
 };
-
-#[derive(sqlx::FromRow)]
-struct JobRow {
-    id: Uuid,
-    kind: String,
-    payload: Value,
-    status: String,
-    attempts: i32,
-    max_attempts: i32,
-    run_at: DateTime<Utc>,
-    lease_owner: Option<String>,
-    lease_expires_at: Option<DateTime<Utc>>,
-    cancel_requested: bool,
-    last_error: Option<Value>,
-    result: Option<Value>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-impl TryFrom<JobRow> for Job {
-    type Error = StoreError;
-
-    fn try_from(r: JobRow) -> Result<Self> {
-        Ok(Job {
-            id: r.id,
-            kind: r.kind,
-            payload: r.payload,
-            status: JobStatus::parse(&r.status)?,
-            attempts: r.attempts,
-            max_attempts: r.max_attempts,
-            run_at: r.run_at,
-            lease_owner: r.lease_owner,
-            lease_expires_at: r.lease_expires_at,
-            cancel_requested: r.cancel_requested,
-            last_error: r.last_error,
-            result: r.result,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-        })
-    }
-}
+use crate::rows::jobs::{JobRow, cancel_outcome, fail_outcome, heartbeat, max_attempts, retry_parts};
 
 /// Enqueues a job on a pool or inside the caller's transaction, so that the job exists if and
 /// only if the caller's other writes commit.
 pub async fn enqueue_job<'e>(executor: impl PgExecutor<'e>, job: &NewJob) -> Result<Job> {
-    let max_attempts = i32::try_from(job.max_attempts)
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or(StoreError::Invalid { what: "max_attempts" })?;
+    let max_attempts = max_attempts(job)?;
     let row: JobRow = sqlx::query_as(
         "INSERT INTO jobs (id, kind, payload, max_attempts, run_at)
          VALUES ($1, $2, $3, $4, now() + $5 * interval '1 microsecond')
@@ -119,10 +72,7 @@ pub(super) async fn fail_in<'e>(
     error: &Value,
     retry: Retry,
 ) -> Result<FailOutcome> {
-    let (may_retry, backoff) = match retry {
-        Retry::After(backoff) => (true, micros(backoff)),
-        Retry::Never => (false, 0),
-    };
+    let (may_retry, backoff) = retry_parts(retry);
     let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE jobs
          SET status = CASE WHEN cancel_requested THEN 'cancelled'
@@ -140,17 +90,10 @@ pub(super) async fn fail_in<'e>(
     .bind(worker)
     .bind(error)
     .bind(may_retry)
-    .bind(backoff)
+    .bind(micros(backoff))
     .fetch_optional(executor)
     .await?;
-    Ok(match row {
-        None => FailOutcome::NotOwner,
-        Some((status, run_at)) => match JobStatus::parse(&status)? {
-            JobStatus::Queued => FailOutcome::Retrying { run_at },
-            JobStatus::Cancelled => FailOutcome::Cancelled,
-            _ => FailOutcome::Failed,
-        },
-    })
+    fail_outcome(row)
 }
 
 /// Cancels a job (see [`JobQueue::cancel_job`]).
@@ -167,10 +110,7 @@ pub(super) async fn cancel_in(conn: &mut sqlx::PgConnection, id: Uuid) -> Result
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(status) = status {
-        return Ok(match JobStatus::parse(&status)? {
-            JobStatus::Cancelled => CancelOutcome::Cancelled,
-            _ => CancelOutcome::Requested,
-        });
+        return cancel_outcome(&status);
     }
     let status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
         .bind(id)
@@ -239,10 +179,7 @@ impl JobQueue for PgStore {
         .bind(micros(lease))
         .fetch_optional(&self.pool)
         .await?;
-        Ok(match cancel_requested {
-            Some(cancel_requested) => Heartbeat::Extended { cancel_requested },
-            None => Heartbeat::Lost,
-        })
+        Ok(heartbeat(cancel_requested))
     }
 
     async fn complete_job(&self, id: Uuid, worker: &str, result: &Value) -> Result<bool> {

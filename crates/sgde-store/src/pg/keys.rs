@@ -4,53 +4,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::PgStore;
+use super::{PgStore, micros};
 use crate::error::{Result, StoreError};
-use crate::keys::{ApiKey, ApiToken, CreatedApiKey, KeyRepo, NewApiKey, Scope, check_admin_token};
+use crate::keys::{
+    ApiKey, ApiToken, CreatedApiKey, KeyRepo, LAST_USED_EVERY, NewApiKey, check_admin_token,
+    last_use_is_stale,
+};
+use crate::rows::keys::{PgKeyRow as KeyRow, key_columns, scope_names};
 
 /// Serialises `ensure_admin_key` across replicas ("sgdeadmn").
 const BOOTSTRAP_LOCK: i64 = 0x7367_6465_6164_6d6e;
-
-#[derive(sqlx::FromRow)]
-struct KeyRow {
-    id: Uuid,
-    name: String,
-    prefix: String,
-    scopes: Vec<String>,
-    bootstrap: bool,
-    created_at: DateTime<Utc>,
-    revoked_at: Option<DateTime<Utc>>,
-    last_used_at: Option<DateTime<Utc>>,
-}
-
-impl TryFrom<KeyRow> for ApiKey {
-    type Error = StoreError;
-
-    fn try_from(r: KeyRow) -> Result<Self> {
-        let scopes = r
-            .scopes
-            .iter()
-            .map(|s| Scope::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown scope {s:?}"))))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(ApiKey {
-            id: r.id,
-            name: r.name,
-            prefix: r.prefix,
-            scopes,
-            bootstrap: r.bootstrap,
-            created_at: r.created_at,
-            revoked_at: r.revoked_at,
-            last_used_at: r.last_used_at,
-        })
-    }
-}
-
-fn scope_names(scopes: &[Scope]) -> Vec<&'static str> {
-    let mut names: Vec<_> = scopes.iter().map(|s| s.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    names
-}
 
 #[async_trait]
 impl KeyRepo for PgStore {
@@ -59,10 +22,11 @@ impl KeyRepo for PgStore {
             return Err(StoreError::Invalid { what: "scopes (at least one is required)" });
         }
         let token = ApiToken::generate();
-        let row: KeyRow = sqlx::query_as(
+        let row: KeyRow = sqlx::query_as(concat!(
             "INSERT INTO api_keys (id, name, prefix, secret_hash, scopes) VALUES ($1, $2, $3, $4, $5)
-             RETURNING id, name, prefix, scopes, bootstrap, created_at, revoked_at, last_used_at",
-        )
+             RETURNING ",
+            key_columns!()
+        ))
         .bind(Uuid::now_v7())
         .bind(&new.name)
         .bind(token.display_prefix())
@@ -74,25 +38,25 @@ impl KeyRepo for PgStore {
     }
 
     async fn verify_key(&self, token: &ApiToken) -> Result<Option<ApiKey>> {
-        let row: Option<KeyRow> = sqlx::query_as(
-            "SELECT id, name, prefix, scopes, bootstrap, created_at, revoked_at, last_used_at
-             FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL",
-        )
+        let row: Option<KeyRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL"
+        ))
         .bind(token.hash())
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let mut key = ApiKey::try_from(row)?;
-        // Write `last_used_at` at most once a minute per key: verification is on every request,
-        // and a write per request would serialise all of a key's traffic on one row lock.
-        let stale = key.last_used_at.is_none_or(|at| Utc::now() - at > chrono::TimeDelta::seconds(60));
-        if stale {
+        if last_use_is_stale(&key) {
             let at: Option<DateTime<Utc>> = sqlx::query_scalar(
                 "UPDATE api_keys SET last_used_at = now()
-                 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')
+                 WHERE id = $1
+                   AND (last_used_at IS NULL OR last_used_at < now() - $2 * interval '1 microsecond')
                  RETURNING last_used_at",
             )
             .bind(key.id)
+            .bind(micros(LAST_USED_EVERY))
             .fetch_optional(&self.pool)
             .await?;
             key.last_used_at = at.or(key.last_used_at);
@@ -101,32 +65,27 @@ impl KeyRepo for PgStore {
     }
 
     async fn get_key(&self, id: Uuid) -> Result<ApiKey> {
-        let row: KeyRow = sqlx::query_as(
-            "SELECT id, name, prefix, scopes, bootstrap, created_at, revoked_at, last_used_at
-             FROM api_keys WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(StoreError::not_found("api key"))?;
+        let row: KeyRow = sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = $1"))
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::not_found("api key"))?;
         row.try_into()
     }
 
     async fn list_keys(&self) -> Result<Vec<ApiKey>> {
-        let rows: Vec<KeyRow> = sqlx::query_as(
-            "SELECT id, name, prefix, scopes, bootstrap, created_at, revoked_at, last_used_at
-             FROM api_keys ORDER BY created_at, id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<KeyRow> =
+            sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM api_keys ORDER BY created_at, id"))
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter().map(ApiKey::try_from).collect()
     }
 
     async fn revoke_key(&self, id: Uuid) -> Result<ApiKey> {
-        let row: KeyRow = sqlx::query_as(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
-             RETURNING id, name, prefix, scopes, bootstrap, created_at, revoked_at, last_used_at",
-        )
+        let row: KeyRow = sqlx::query_as(concat!(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING ",
+            key_columns!()
+        ))
         .bind(id)
         .fetch_one(&self.pool)
         .await
@@ -146,13 +105,14 @@ impl KeyRepo for PgStore {
         .bind(&hash)
         .execute(&mut *tx)
         .await?;
-        let row: KeyRow = sqlx::query_as(
+        let row: KeyRow = sqlx::query_as(concat!(
             "INSERT INTO api_keys (id, name, prefix, secret_hash, scopes, bootstrap)
              VALUES ($1, 'admin (SGDE_ADMIN_TOKEN)', $2, $3, ARRAY['admin'], true)
              ON CONFLICT (secret_hash)
              DO UPDATE SET revoked_at = NULL, bootstrap = true, scopes = ARRAY['admin']
-             RETURNING id, name, prefix, scopes, bootstrap, created_at, revoked_at, last_used_at",
-        )
+             RETURNING ",
+            key_columns!()
+        ))
         .bind(Uuid::now_v7())
         .bind(token.display_prefix())
         .bind(&hash)

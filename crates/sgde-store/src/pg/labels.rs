@@ -4,7 +4,6 @@
 //! `from` version written to the history is exactly the one replaced, even when two moves race.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -12,54 +11,7 @@ use super::PgStore;
 use crate::error::{Result, StoreError};
 use crate::labels::{Label, LabelEvent, LabelMove, LabelRepo};
 use crate::page::{self, CursorKind, Page, PageRequest};
-
-#[derive(sqlx::FromRow)]
-struct LabelRow {
-    workflow_id: Uuid,
-    name: String,
-    version_id: Uuid,
-    version_number: i32,
-    updated_at: DateTime<Utc>,
-    updated_by: Option<String>,
-}
-
-impl From<LabelRow> for Label {
-    fn from(r: LabelRow) -> Self {
-        Label {
-            workflow_id: r.workflow_id,
-            name: r.name,
-            version_id: r.version_id,
-            version_number: r.version_number,
-            updated_at: r.updated_at,
-            updated_by: r.updated_by,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    id: i64,
-    workflow_id: Uuid,
-    label: String,
-    from_version_id: Option<Uuid>,
-    to_version_id: Option<Uuid>,
-    moved_by: Option<String>,
-    at: DateTime<Utc>,
-}
-
-impl From<EventRow> for LabelEvent {
-    fn from(r: EventRow) -> Self {
-        LabelEvent {
-            id: r.id,
-            workflow_id: r.workflow_id,
-            label: r.label,
-            from_version_id: r.from_version_id,
-            to_version_id: r.to_version_id,
-            moved_by: r.moved_by,
-            at: r.at,
-        }
-    }
-}
+use crate::rows::labels::{EventRow, LabelRow};
 
 /// Locks a live workflow row for label changes; `NotFound` if there is none.
 pub(super) async fn lock_workflow(conn: &mut PgConnection, workflow_id: Uuid) -> Result<()> {

@@ -5,91 +5,16 @@
 //! weights are checked again by the table's CHECK constraint.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PgStore;
 use super::labels::{lock_workflow, set_label_in};
-use crate::buckets::{self, BUCKETS, BucketRange};
 use crate::error::{Result, StoreError};
 use crate::page::{self, CursorKind, Page, PageRequest};
-use crate::policies::{
-    DefaultTarget, PolicyChange, PolicyDraft, PolicyRepo, PolicyVariant, Promotion, ShadowVariant,
-    TrafficPolicy,
-};
+use crate::policies::{DefaultTarget, PolicyDraft, PolicyRepo, Promotion, TrafficPolicy};
+use crate::rows::policies::{NamedPolicyRow, PolicyRow, Revision, TargetRow, check_draft, numbers_in_order};
 use crate::versions::DEFAULT_LABEL;
-
-/// A variant as the `variants` column holds it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredVariant {
-    version_id: Uuid,
-    version_number: i32,
-    weight_bp: u32,
-    buckets: Vec<BucketRange>,
-}
-
-impl From<StoredVariant> for PolicyVariant {
-    fn from(v: StoredVariant) -> Self {
-        PolicyVariant {
-            version_id: v.version_id,
-            version_number: v.version_number,
-            weight: f64::from(v.weight_bp) / 100.0,
-            buckets: v.buckets,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct PolicyRow {
-    workflow_id: Uuid,
-    revision: i32,
-    variants: Value,
-    shadow_version_id: Option<Uuid>,
-    shadow_version_number: Option<i32>,
-    salt: String,
-    change: String,
-    created_by: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
-fn parse_change(s: &str) -> Result<PolicyChange> {
-    Ok(match s {
-        "set" => PolicyChange::Set,
-        "rollback" => PolicyChange::Rollback,
-        "promote" => PolicyChange::Promote,
-        "clear" => PolicyChange::Clear,
-        other => return Err(StoreError::Corrupt(format!("unknown policy change {other:?}"))),
-    })
-}
-
-fn stored_variants(value: Value) -> Result<Vec<StoredVariant>> {
-    serde_json::from_value(value).map_err(|e| StoreError::Corrupt(format!("policy variants: {e}")))
-}
-
-impl TryFrom<PolicyRow> for TrafficPolicy {
-    type Error = StoreError;
-
-    fn try_from(r: PolicyRow) -> Result<Self> {
-        Ok(TrafficPolicy {
-            workflow_id: r.workflow_id,
-            revision: r.revision,
-            variants: stored_variants(r.variants)?.into_iter().map(PolicyVariant::from).collect(),
-            shadow: match (r.shadow_version_id, r.shadow_version_number) {
-                (Some(version_id), Some(version_number)) => {
-                    Some(ShadowVariant { version_id, version_number })
-                }
-                _ => None,
-            },
-            salt: r.salt,
-            change: parse_change(&r.change)?,
-            created_by: r.created_by,
-            created_at: r.created_at,
-        })
-    }
-}
 
 /// The newest revision of a workflow (routing on or off), with its raw variants.
 async fn latest(conn: &mut PgConnection, workflow_id: Uuid) -> Result<Option<PolicyRow>> {
@@ -112,20 +37,14 @@ async fn version_numbers(conn: &mut PgConnection, workflow_id: Uuid, ids: &[Uuid
             .bind(ids)
             .fetch_all(&mut *conn)
             .await?;
-    ids.iter()
-        .map(|id| {
-            rows.iter()
-                .find(|(v, _)| v == id)
-                .map(|(_, n)| *n)
-                .ok_or(StoreError::NotFound { what: "version" })
-        })
-        .collect()
+    numbers_in_order(ids, &rows)
 }
 
-struct Revision<'a> {
-    variants: &'a [StoredVariant],
-    shadow: Option<(Uuid, i32)>,
-    change: PolicyChange,
+/// The number of the workflow's version `id`; `NotFound { what: "version" }` if it is not the
+/// workflow's.
+async fn version_number(conn: &mut PgConnection, workflow_id: Uuid, id: Uuid) -> Result<i32> {
+    let numbers = version_numbers(conn, workflow_id, &[id]).await?;
+    numbers.first().copied().ok_or(StoreError::NotFound { what: "version" })
 }
 
 /// Inserts the revision after `previous` (keeping its salt, or drawing a new one).
@@ -133,12 +52,10 @@ async fn insert_revision(
     conn: &mut PgConnection,
     workflow_id: Uuid,
     previous: Option<&PolicyRow>,
-    revision: Revision<'_>,
+    revision: Revision,
     by: Option<&str>,
 ) -> Result<TrafficPolicy> {
-    let number = previous.map_or(1, |p| p.revision + 1);
-    let salt = previous.map_or_else(|| Uuid::new_v4().simple().to_string(), |p| p.salt.clone());
-    let variants = serde_json::to_value(revision.variants).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let columns = revision.columns(previous)?;
     let row: PolicyRow = sqlx::query_as(
         "INSERT INTO traffic_policies
             (workflow_id, revision, variants, shadow_version_id, shadow_version_number, salt, change, created_by)
@@ -147,30 +64,16 @@ async fn insert_revision(
                    created_by, created_at",
     )
     .bind(workflow_id)
-    .bind(number)
-    .bind(variants)
-    .bind(revision.shadow.map(|(id, _)| id))
-    .bind(revision.shadow.map(|(_, n)| n))
-    .bind(salt)
-    .bind(revision.change.as_str())
+    .bind(columns.revision)
+    .bind(columns.variants)
+    .bind(columns.shadow_version_id)
+    .bind(columns.shadow_version_number)
+    .bind(columns.salt)
+    .bind(columns.change)
     .bind(by)
     .fetch_one(&mut *conn)
     .await?;
     row.try_into()
-}
-
-/// Checks a draft: weights in (0, 10,000] summing to 10,000, no version twice.
-fn check_draft(draft: &PolicyDraft) -> Result<()> {
-    let sum: u64 = draft.variants.iter().map(|(_, w)| u64::from(*w)).sum();
-    let distinct =
-        draft.variants.iter().enumerate().all(|(i, (v, _))| draft.variants[..i].iter().all(|(u, _)| u != v));
-    if draft.variants.is_empty() || sum != u64::from(BUCKETS) || draft.variants.iter().any(|(_, w)| *w == 0) {
-        return Err(StoreError::Invalid { what: "policy weights" });
-    }
-    if !distinct {
-        return Err(StoreError::Invalid { what: "policy variants" });
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -186,35 +89,12 @@ impl PolicyRepo for PgStore {
         lock_workflow(&mut tx, workflow_id).await?;
         let ids: Vec<Uuid> = draft.variants.iter().map(|(v, _)| *v).chain(draft.shadow).collect();
         let numbers = version_numbers(&mut tx, workflow_id, &ids).await?;
-        let previous = latest(&mut tx, workflow_id).await?;
-        let before = match &previous {
-            Some(p) => stored_variants(p.variants.clone())?,
-            None => Vec::new(),
-        };
-        let unchanged = before.len() == draft.variants.len()
-            && before.iter().zip(&draft.variants).all(|(b, (v, w))| b.version_id == *v && b.weight_bp == *w)
-            && previous.as_ref().and_then(|p| p.shadow_version_id) == draft.shadow;
-        if unchanged && let Some(p) = previous {
+        let mut previous = latest(&mut tx, workflow_id).await?;
+        if let Some(current) = previous.take_if(|p| p.has_split(draft)) {
             tx.commit().await?;
-            return p.try_into();
+            return current.try_into();
         }
-        let owners: Vec<(Uuid, Vec<BucketRange>)> =
-            before.iter().map(|b| (b.version_id, b.buckets.clone())).collect();
-        let ranges = buckets::reallocate(&owners, &draft.variants);
-        let variants: Vec<StoredVariant> = draft
-            .variants
-            .iter()
-            .zip(ranges)
-            .zip(&numbers)
-            .map(|(((version_id, weight_bp), buckets), number)| StoredVariant {
-                version_id: *version_id,
-                version_number: *number,
-                weight_bp: *weight_bp,
-                buckets,
-            })
-            .collect();
-        let shadow = draft.shadow.zip(numbers.last().copied());
-        let revision = Revision { variants: &variants, shadow, change: PolicyChange::Set };
+        let revision = Revision::set(previous.as_ref(), draft, &numbers)?;
         let policy = insert_revision(&mut tx, workflow_id, previous.as_ref(), revision, by).await?;
         tx.commit().await?;
         Ok(policy)
@@ -235,9 +115,7 @@ impl PolicyRepo for PgStore {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound { what: "previous policy" })?;
-        let variants = stored_variants(before.variants.clone())?;
-        let shadow = before.shadow_version_id.zip(before.shadow_version_number);
-        let revision = Revision { variants: &variants, shadow, change: PolicyChange::Rollback };
+        let revision = Revision::rollback(&before)?;
         let policy = insert_revision(&mut tx, workflow_id, Some(&current), revision, by).await?;
         tx.commit().await?;
         Ok(policy)
@@ -251,15 +129,9 @@ impl PolicyRepo for PgStore {
     ) -> Result<Promotion> {
         let mut tx = self.pool.begin().await?;
         lock_workflow(&mut tx, workflow_id).await?;
-        let numbers = version_numbers(&mut tx, workflow_id, &[version_id]).await?;
+        let number = version_number(&mut tx, workflow_id, version_id).await?;
         let previous = latest(&mut tx, workflow_id).await?;
-        let variants = [StoredVariant {
-            version_id,
-            version_number: numbers[0],
-            weight_bp: BUCKETS,
-            buckets: vec![BucketRange { start: 0, end: BUCKETS }],
-        }];
-        let revision = Revision { variants: &variants, shadow: None, change: PolicyChange::Promote };
+        let revision = Revision::promote(version_id, number);
         let policy = insert_revision(&mut tx, workflow_id, previous.as_ref(), revision, by).await?;
         let label = set_label_in(&mut tx, workflow_id, DEFAULT_LABEL, version_id, by).await?;
         tx.commit().await?;
@@ -270,11 +142,10 @@ impl PolicyRepo for PgStore {
         let mut tx = self.pool.begin().await?;
         lock_workflow(&mut tx, workflow_id).await?;
         let current = latest(&mut tx, workflow_id).await?;
-        let Some(current) = current.filter(|p| p.variants.as_array().is_some_and(|v| !v.is_empty())) else {
+        let Some(current) = current.filter(PolicyRow::routes) else {
             return Err(StoreError::NotFound { what: "policy" });
         };
-        let revision = Revision { variants: &[], shadow: None, change: PolicyChange::Clear };
-        let policy = insert_revision(&mut tx, workflow_id, Some(&current), revision, by).await?;
+        let policy = insert_revision(&mut tx, workflow_id, Some(&current), Revision::clear(), by).await?;
         tx.commit().await?;
         Ok(policy)
     }
@@ -306,13 +177,7 @@ impl PolicyRepo for PgStore {
     }
 
     async fn active_policies(&self) -> Result<Vec<(String, TrafficPolicy)>> {
-        #[derive(sqlx::FromRow)]
-        struct Named {
-            name: String,
-            #[sqlx(flatten)]
-            policy: PolicyRow,
-        }
-        let rows: Vec<Named> = sqlx::query_as(
+        let rows: Vec<NamedPolicyRow> = sqlx::query_as(
             "SELECT w.name, p.workflow_id, p.revision, p.variants, p.shadow_version_id, p.shadow_version_number,
                     p.salt, p.change, p.created_by, p.created_at
              FROM workflows w
@@ -324,30 +189,10 @@ impl PolicyRepo for PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(|r| Ok((r.name, TrafficPolicy::try_from(r.policy)?))).collect()
+        rows.into_iter().map(<(String, TrafficPolicy)>::try_from).collect()
     }
 
     async fn default_target(&self, workflow_name: &str) -> Result<DefaultTarget> {
-        #[derive(sqlx::FromRow)]
-        struct TargetRow {
-            w_id: Uuid,
-            w_name: String,
-            v_id: Option<Uuid>,
-            v_number: Option<i32>,
-            #[sqlx(flatten)]
-            policy: OptionalPolicyRow,
-        }
-        #[derive(sqlx::FromRow)]
-        struct OptionalPolicyRow {
-            revision: Option<i32>,
-            variants: Option<Value>,
-            shadow_version_id: Option<Uuid>,
-            shadow_version_number: Option<i32>,
-            salt: Option<String>,
-            change: Option<String>,
-            created_by: Option<String>,
-            created_at: Option<DateTime<Utc>>,
-        }
         let row: TargetRow = sqlx::query_as(
             "SELECT w.id AS w_id, w.name AS w_name, v.id AS v_id, v.number AS v_number,
                     p.revision, p.variants, p.shadow_version_id, p.shadow_version_number, p.salt, p.change,
@@ -367,32 +212,6 @@ impl PolicyRepo for PgStore {
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound { what: "workflow" })?;
-        let (Some(version_id), Some(version_number)) = (row.v_id, row.v_number) else {
-            return Err(StoreError::NotFound { what: "version" });
-        };
-        let p = row.policy;
-        let policy = match (p.revision, p.variants, p.salt, p.change, p.created_at) {
-            (Some(revision), Some(variants), Some(salt), Some(change), Some(created_at)) => {
-                Some(TrafficPolicy::try_from(PolicyRow {
-                    workflow_id: row.w_id,
-                    revision,
-                    variants,
-                    shadow_version_id: p.shadow_version_id,
-                    shadow_version_number: p.shadow_version_number,
-                    salt,
-                    change,
-                    created_by: p.created_by,
-                    created_at,
-                })?)
-            }
-            _ => None,
-        };
-        Ok(DefaultTarget {
-            workflow_id: row.w_id,
-            workflow_name: row.w_name,
-            version_id,
-            version_number,
-            policy: policy.filter(TrafficPolicy::is_active),
-        })
+        row.try_into()
     }
 }

@@ -1,25 +1,21 @@
 //! [`RunRepo`] on Postgres: executions and jobs written in one transaction.
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::PgStore;
 use super::executions::{finish_in, insert_with_job};
 use super::jobs::{cancel_in, end_job, enqueue_job, fail_in};
 use crate::error::{Result, StoreError};
-use crate::executions::{Execution, ExecutionMode, ExecutionOutcome, ExecutionStatus, NewExecution};
-use crate::jobs::{CancelOutcome, FailOutcome, Job, JobStatus, Retry};
-use crate::runs::{RunCancel, RunRepo, run_job};
+use crate::executions::{Execution, ExecutionOutcome, ExecutionStatus, NewExecution};
+use crate::jobs::{CancelOutcome, FailOutcome, Job, Retry};
+use crate::runs::{RunCancel, RunRepo, run_job_end, run_to_submit};
 
 #[async_trait]
 impl RunRepo for PgStore {
-    async fn submit_run(&self, mut new: NewExecution, max_attempts: u32) -> Result<(Execution, Job)> {
-        if new.outcome.is_some() {
-            return Err(StoreError::Invalid { what: "run (a queued run has no outcome yet)" });
-        }
-        new.mode = ExecutionMode::Async;
-        let job = run_job(new.id, max_attempts);
+    async fn submit_run(&self, new: NewExecution, max_attempts: u32) -> Result<(Execution, Job)> {
+        let (new, job) = run_to_submit(new, max_attempts)?;
         let mut tx = self.pool.begin().await?;
         let execution = insert_with_job(&mut *tx, new, Some(job.id)).await?;
         let job = enqueue_job(&mut *tx, &job).await?;
@@ -34,13 +30,7 @@ impl RunRepo for PgStore {
         execution_id: Uuid,
         outcome: &ExecutionOutcome,
     ) -> Result<bool> {
-        outcome.check()?;
-        let job_status = if outcome.status == ExecutionStatus::Cancelled {
-            JobStatus::Cancelled
-        } else {
-            JobStatus::Succeeded
-        };
-        let result = json!({ "execution_id": execution_id, "execution_status": outcome.status.as_str() });
+        let (job_status, result) = run_job_end(execution_id, outcome)?;
         let mut tx = self.pool.begin().await?;
         if !end_job(&mut *tx, job_id, worker, job_status, Some(&result)).await? {
             // Another worker owns the job now; its result is the one that counts.

@@ -7,65 +7,15 @@
 //! even when posted twice at the same moment.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PgStore;
-use super::workflows::WorkflowRow;
 use crate::error::{Result, StoreError};
 use crate::page::{self, CursorKind, Page, PageRequest};
-use crate::versions::{DEFAULT_LABEL, NewVersion, Version, VersionRepo, VersionSelector, VersionSource};
+use crate::rows::versions::{ResolvedRow, VersionRow, selector_params};
+use crate::versions::{NewVersion, Version, VersionRepo, VersionSelector};
 use crate::workflows::Workflow;
-
-#[derive(sqlx::FromRow)]
-pub(super) struct VersionRow {
-    id: Uuid,
-    workflow_id: Uuid,
-    number: i32,
-    spec: Value,
-    content_hash: String,
-    parent_version_id: Option<Uuid>,
-    source: String,
-    job_id: Option<Uuid>,
-    metrics: Option<Value>,
-    origin: Option<Value>,
-    created_at: DateTime<Utc>,
-}
-
-impl TryFrom<VersionRow> for Version {
-    type Error = StoreError;
-
-    fn try_from(r: VersionRow) -> Result<Self> {
-        Ok(Version {
-            id: r.id,
-            workflow_id: r.workflow_id,
-            number: r.number,
-            spec: r.spec,
-            content_hash: r.content_hash,
-            parent_version_id: r.parent_version_id,
-            source: VersionSource::parse(&r.source)?,
-            job_id: r.job_id,
-            metrics: r.metrics,
-            origin: r.origin,
-            created_at: r.created_at,
-        })
-    }
-}
-
-/// A workflow and one of its versions, read in one query.
-#[derive(sqlx::FromRow)]
-struct ResolvedRow {
-    #[sqlx(flatten)]
-    version: VersionRow,
-    w_id: Uuid,
-    w_name: String,
-    w_description: Option<String>,
-    w_latest_version: i32,
-    w_created_at: DateTime<Utc>,
-    w_updated_at: DateTime<Utc>,
-}
 
 /// Creates a version inside the caller's transaction (see the module doc for the locking).
 pub(super) async fn create_version_in(
@@ -125,18 +75,6 @@ pub(super) async fn create_version_in(
     Ok((row.try_into()?, true))
 }
 
-/// The selector as the four nullable parameters of the resolve query:
-/// (number, id, label, fallback label for "no explicit choice").
-fn selector_params(selector: &VersionSelector) -> (Option<i32>, Option<Uuid>, Option<&str>, Option<&str>) {
-    match selector {
-        VersionSelector::Number(n) => (Some(*n), None, None, None),
-        VersionSelector::Id(id) => (None, Some(*id), None, None),
-        VersionSelector::Label(label) => (None, None, Some(label.as_str()), None),
-        VersionSelector::Latest => (None, None, None, None),
-        VersionSelector::Default => (None, None, None, Some(DEFAULT_LABEL)),
-    }
-}
-
 impl PgStore {
     /// The one query behind `get_version` and `resolve_version`: a live workflow by id or name,
     /// and the version the selector picks.
@@ -192,15 +130,7 @@ impl PgStore {
             let what = if workflow_exists { "version" } else { "workflow" };
             return Err(StoreError::NotFound { what });
         };
-        let workflow = Workflow::from(WorkflowRow {
-            id: row.w_id,
-            name: row.w_name,
-            description: row.w_description,
-            latest_version: row.w_latest_version,
-            created_at: row.w_created_at,
-            updated_at: row.w_updated_at,
-        });
-        Ok((workflow, row.version.try_into()?))
+        row.try_into()
     }
 }
 

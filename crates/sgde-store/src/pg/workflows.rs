@@ -1,38 +1,15 @@
 //! [`WorkflowRepo`] on Postgres.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::PgStore;
 use super::versions::create_version_in;
 use crate::error::{Result, StoreError};
 use crate::page::{self, CursorKind, Page, PageRequest};
+use crate::rows::workflows::WorkflowRow;
 use crate::versions::{NewVersion, Version};
 use crate::workflows::{NewWorkflow, Workflow, WorkflowRepo};
-
-#[derive(sqlx::FromRow)]
-pub(super) struct WorkflowRow {
-    pub id: Uuid,
-    pub name: String,
-    pub description: Option<String>,
-    pub latest_version: i32,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<WorkflowRow> for Workflow {
-    fn from(r: WorkflowRow) -> Self {
-        Workflow {
-            id: r.id,
-            name: r.name,
-            description: r.description,
-            latest_version: (r.latest_version > 0).then_some(r.latest_version),
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
 
 async fn insert_workflow<'e>(executor: impl sqlx::PgExecutor<'e>, new: &NewWorkflow) -> Result<Workflow> {
     let row: WorkflowRow = sqlx::query_as(

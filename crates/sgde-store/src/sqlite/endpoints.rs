@@ -1,1 +1,78 @@
-//! Placeholder: being ported from `pg/endpoints.rs`.
+//! [`EndpointRepo`] on SQLite.
+//!
+//! Every operation is one statement (writes on the writer connection), so there is nothing to
+//! lock: a rename racing a create of the same name is refused by the unique index, as on
+//! Postgres.
+
+use async_trait::async_trait;
+use sgde_llm::EndpointConfig;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::SqliteStore;
+use crate::endpoints::{Endpoint, EndpointRepo};
+use crate::error::{Result, StoreError};
+use crate::rows::endpoints::EndpointRow;
+
+#[async_trait]
+impl EndpointRepo for SqliteStore {
+    async fn create_endpoint(&self, config: &EndpointConfig) -> Result<Endpoint> {
+        let row: EndpointRow = sqlx::query_as(
+            "INSERT INTO model_endpoints (id, name, config, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+             RETURNING id, name, config, created_at, updated_at",
+        )
+        .bind(Uuid::now_v7())
+        .bind(&config.name)
+        .bind(Json(config))
+        .bind(super::now())
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(row.into())
+    }
+
+    async fn get_endpoint(&self, name: &str) -> Result<Endpoint> {
+        let row: EndpointRow = sqlx::query_as(
+            "SELECT id, name, config, created_at, updated_at FROM model_endpoints WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(StoreError::not_found("endpoint"))?;
+        Ok(row.into())
+    }
+
+    async fn list_endpoints(&self) -> Result<Vec<Endpoint>> {
+        let rows: Vec<EndpointRow> = sqlx::query_as(
+            "SELECT id, name, config, created_at, updated_at FROM model_endpoints ORDER BY name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(Endpoint::from).collect())
+    }
+
+    async fn update_endpoint(&self, name: &str, config: &EndpointConfig) -> Result<Endpoint> {
+        let row: EndpointRow = sqlx::query_as(
+            "UPDATE model_endpoints SET name = $2, config = $3, updated_at = $4 WHERE name = $1
+             RETURNING id, name, config, created_at, updated_at",
+        )
+        .bind(name)
+        .bind(&config.name)
+        .bind(Json(config))
+        .bind(super::now())
+        .fetch_one(&self.writer)
+        .await
+        .map_err(StoreError::not_found("endpoint"))?;
+        Ok(row.into())
+    }
+
+    async fn delete_endpoint(&self, name: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM model_endpoints WHERE name = $1")
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "endpoint" });
+        }
+        Ok(())
+    }
+}

@@ -1,8 +1,9 @@
 //! Migrations for SQLite: the files in `migrations/sqlite/`, embedded at compile time.
 //!
-//! They run on the writer connection, so two tasks of one process never migrate at once; a
-//! second process on the same file waits on SQLite's own lock (busy timeout) and then finds
-//! nothing to do.
+//! They run on the writer connection, so two tasks of one process never migrate at once. Two
+//! processes opening a fresh file together may both start applying; SQLite's lock serialises
+//! them, the loser fails on a table the winner created, and then finds every migration recorded:
+//! that is success, not an error.
 
 use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
@@ -14,8 +15,27 @@ pub(crate) static MIGRATOR: Migrator =
     Migrator { ignore_missing: true, ..sqlx::migrate!("../../migrations/sqlite") };
 
 pub(crate) async fn run(writer: &SqlitePool) -> Result<()> {
-    let mut conn = writer.acquire().await?;
-    MIGRATOR.run_direct(None, &mut *conn, false).await?;
+    let mut attempt = 0;
+    loop {
+        let mut conn = writer.acquire().await?;
+        match MIGRATOR.run_direct(None, &mut *conn, false).await {
+            Ok(()) => break,
+            // Each migration is its own transaction, so a lost race leaves nothing half-done:
+            // trying again applies only what the other process has not.
+            Err(_) if attempt < 5 => {
+                drop(conn);
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+            }
+            Err(e) => {
+                drop(conn);
+                if all_applied(writer).await.unwrap_or(false) {
+                    break;
+                }
+                return Err(e.into());
+            }
+        }
+    }
     tracing::debug!(migrations = MIGRATOR.iter().count(), "sqlite schema is up to date");
     Ok(())
 }

@@ -43,7 +43,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
@@ -158,19 +158,20 @@ impl Health for SqliteStore {
 }
 
 /// The current time, for binding. All timestamps are written from Rust so that they share one
-/// text shape and compare correctly as text.
+/// text shape and compare correctly as text; they are cut to microseconds, Postgres' precision,
+/// so that a store moved to Postgres (`sgde migrate-store`) reads back the very same instants.
 pub(crate) fn now() -> DateTime<Utc> {
-    Utc::now()
+    Utc::now().trunc_subsecs(6)
 }
 
 /// `now() + d`, saturating.
 pub(crate) fn after(d: Duration) -> DateTime<Utc> {
     let now = now();
-    chrono::Duration::from_std(d).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(now)
+    chrono::Duration::from_std(d).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(now).trunc_subsecs(6)
 }
 
 /// `now() - d`, saturating.
 pub(crate) fn before(d: Duration) -> DateTime<Utc> {
     let now = now();
-    chrono::Duration::from_std(d).ok().and_then(|d| now.checked_sub_signed(d)).unwrap_or(now)
+    chrono::Duration::from_std(d).ok().and_then(|d| now.checked_sub_signed(d)).unwrap_or(now).trunc_subsecs(6)
 }
