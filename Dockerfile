@@ -27,11 +27,16 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates tini \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin sgde
+    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin sgde \
+    && mkdir -p /var/lib/sgde && chown 10001:10001 /var/lib/sgde
 COPY --from=build /usr/local/bin/sgde /usr/local/bin/sgde
 USER 10001:10001
+# Without SGDE_DATABASE_URL the image runs on the embedded SQLite store in this volume; compose
+# sets a Postgres URL.
 ENV SGDE_LISTEN=0.0.0.0:8080 \
+    SGDE_DATA_DIR=/var/lib/sgde \
     RUST_LOG=sgde=info,warn
+VOLUME ["/var/lib/sgde"]
 EXPOSE 8080
 # tini is PID 1: it forwards SIGTERM (sgde then drains in-flight work within
 # SGDE_SHUTDOWN_GRACE_SECS) and reaps any sandbox process whose parent was killed.

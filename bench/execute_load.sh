@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Execute throughput and latency of the reference workflow under wrk, executions persisted to
-# Postgres, the model endpoint being the testkit's simulated student with instant replies.
+# Execute throughput and latency of the reference workflow under wrk, executions persisted (to
+# Postgres, or with STORE=sqlite to the embedded SQLite store), the model endpoint being the
+# testkit's simulated student with instant replies.
 #
 #   bench/execute_load.sh            # wrk -t2 -c16 -d20s, as the LangGraph peer was measured
 #   DURATION=60s CONNECTIONS=32 bench/execute_load.sh
 #   ROUTING=1 bench/execute_load.sh  # under a 90/10 traffic policy, a routing key per request
+#   STORE=sqlite bench/execute_load.sh  # the embedded single-node store instead of Postgres
 #
 # Needs: release binaries (cargo build --release -p sgde -p sgde-testkit), wrk, Postgres on
 # 127.0.0.1:5432 (user postgres). Prints throughput, latency percentiles and peak RSS.
@@ -20,17 +22,28 @@ PORT="${PORT:-28080}"
 MODEL_PORT="${MODEL_PORT:-28911}"
 export SGDE_BENCH_TOKEN="bench-token-0123456789abcdef"
 
-psql "$PG/postgres" -qc "CREATE DATABASE $DB" >/dev/null
+STORE="${STORE:-postgres}"
+SQLITE_DIR="/tmp/$DB"
+if [ "$STORE" = sqlite ]; then
+  DATABASE_URL="sqlite://$SQLITE_DIR/sgde.db"
+  count_executions() { sqlite3 "$SQLITE_DIR/sgde.db" "SELECT count(*) FROM executions" 2>/dev/null || echo "?"; }
+else
+  psql "$PG/postgres" -qc "CREATE DATABASE $DB" >/dev/null
+  DATABASE_URL="$PG/$DB"
+  count_executions() { psql "$PG/$DB" -tAc "SELECT count(*) FROM executions"; }
+fi
 cleanup() {
   kill "${SGDE_PID:-}" "${MODEL_PID:-}" 2>/dev/null || true
   wait 2>/dev/null || true
-  psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  if [ "$STORE" = sqlite ]; then rm -rf "$SQLITE_DIR"; else
+    psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
 }
 trap cleanup EXIT
 
 "$TARGET/sgde-testkit" serve --port "$MODEL_PORT" --profile student >/tmp/sgde-bench-model.log 2>&1 &
 MODEL_PID=$!
-SGDE_DATABASE_URL="$PG/$DB" SGDE_ADMIN_TOKEN="$SGDE_BENCH_TOKEN" SGDE_LISTEN="127.0.0.1:$PORT" \
+SGDE_DATABASE_URL="$DATABASE_URL" SGDE_ADMIN_TOKEN="$SGDE_BENCH_TOKEN" SGDE_LISTEN="127.0.0.1:$PORT" \
   RUST_LOG=warn "$TARGET/sgde" serve >/tmp/sgde-bench-server.log 2>&1 &
 SGDE_PID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
@@ -70,5 +83,5 @@ wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/execute.lua \
 kill "$SAMPLER" 2>/dev/null || true
 read -r MAX_MAIN MAX_WORKERS < <(awk 'BEGIN{m=0;w=0} {if($1>m)m=$1; if($2>w)w=$2} END{print m, w}' /tmp/sgde-bench-rss.log)
 echo "peak RSS: sgde $((MAX_MAIN / 1024)) MiB, sandbox workers $((MAX_WORKERS / 1024)) MiB"
-ROWS=$(psql "$PG/$DB" -tAc "SELECT count(*) FROM executions")
-echo "executions persisted: $ROWS"
+kill "$SGDE_PID" 2>/dev/null && wait "$SGDE_PID" 2>/dev/null || true
+echo "executions persisted ($STORE): $(count_executions)"

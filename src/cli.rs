@@ -36,6 +36,8 @@ pub enum Command {
     Serve(Box<crate::serve::ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(crate::serve::DatabaseArgs),
+    /// Copy everything from an SQLite store into an empty Postgres database (ids and hashes kept).
+    MigrateStore(crate::serve::MigrateStoreArgs),
     /// Print the OpenAPI document.
     Openapi,
     /// Workflows as folders in version control: export, diff and apply against a running sgde.
@@ -95,6 +97,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run(args).await,
         Command::Serve(args) => crate::serve::serve(*args).await.map(|()| ExitCode::SUCCESS),
         Command::Migrate(args) => crate::serve::migrate(args).await.map(|()| ExitCode::SUCCESS),
+        Command::MigrateStore(args) => crate::serve::migrate_store(args).await.map(|()| ExitCode::SUCCESS),
         Command::Openapi => {
             println!("{}", sgde_api::openapi().to_pretty_json()?);
             Ok(ExitCode::SUCCESS)

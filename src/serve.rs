@@ -1,16 +1,18 @@
 //! `sgde serve` and `sgde migrate`: configuration, start-up and graceful shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use sgde_api::models::StoreModels;
 use sgde_api::{ApiConfig, AppState};
 use sgde_llm::ProcessEnv;
 use sgde_runtime::{Runtime, RuntimeConfig};
 use sgde_sandbox::{Sandbox, SandboxConfig};
-use sgde_store::{ApiToken, PgStore, Store, StoreOptions};
+use sgde_store::transfer;
+use sgde_store::{ApiToken, BackendKind, Connected, PgStore, SqliteStore, Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::self_worker;
@@ -35,12 +37,29 @@ impl std::str::FromStr for Secret {
 /// The database connection settings shared by `serve` and `migrate`.
 #[derive(Debug, clap::Args)]
 pub struct DatabaseArgs {
-    /// Postgres URL, e.g. `postgres://sgde:secret@127.0.0.1:5432/sgde`.
+    /// Database URL: `postgres://user:secret@host:5432/sgde` for production and several
+    /// replicas, or `sqlite://path/to/sgde.db`. Unset: the embedded SQLite store in the data
+    /// directory.
     #[arg(long, env = "SGDE_DATABASE_URL")]
-    pub database_url: Secret,
-    /// Connections in the pool.
+    pub database_url: Option<Secret>,
+    /// Where the embedded SQLite store lives when no database URL is given.
+    #[arg(long, env = "SGDE_DATA_DIR", default_value = "sgde-data")]
+    pub data_dir: PathBuf,
+    /// Connections in the pool (on SQLite: readers; writes go through one connection).
     #[arg(long, env = "SGDE_DATABASE_MAX_CONNECTIONS", default_value_t = 32)]
     pub database_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    /// The URL to open: the configured one, or the embedded store's file in the data directory.
+    fn url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.database_url {
+            return Ok(url.0.clone());
+        }
+        let dir = std::path::absolute(&self.data_dir)
+            .with_context(|| format!("cannot resolve the data directory {}", self.data_dir.display()))?;
+        Ok(format!("sqlite://{}", dir.join("sgde.db").display()))
+    }
 }
 
 /// Settings of `sgde serve`. Every flag has an environment variable; see the README.
@@ -96,23 +115,41 @@ fn redacted(url: &str) -> String {
     }
 }
 
-async fn connect(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<PgStore> {
-    let url = &args.database_url.0;
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(anyhow!("SGDE_DATABASE_URL must be a postgres:// URL, got {}", redacted(url)));
+/// Opens the store the settings name, saying first which one: an operator must never have to
+/// guess where the data went. A `postgres://` URL that does not answer is an error, never a
+/// reason to fall back to SQLite.
+async fn connect(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<Connected> {
+    let url = args.url()?;
+    let kind = BackendKind::of_url(&url).map_err(|_| {
+        anyhow!("SGDE_DATABASE_URL must be a postgres:// or sqlite:// URL, got {}", redacted(&url))
+    })?;
+    match (kind, &args.database_url) {
+        (BackendKind::Sqlite, None) => tracing::info!(
+            database = %url,
+            "no SGDE_DATABASE_URL: using the embedded SQLite store (single node; set SGDE_DATABASE_URL=postgres://... for production and several replicas)"
+        ),
+        (BackendKind::Sqlite, Some(_)) => {
+            tracing::info!(database = %url, "using the SQLite store (single node)")
+        }
+        (BackendKind::Postgres, _) => tracing::info!(database = %redacted(&url), "using the Postgres store"),
     }
     let options =
         StoreOptions { max_connections: args.database_max_connections, migrate, ..StoreOptions::default() };
-    PgStore::connect(url, &options).await.map_err(|e| {
-        // The store's errors name the kind of failure; the source says why (refused, auth, ...).
-        let mut message = format!("cannot use the database at {}: {e}", redacted(url));
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            message.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        anyhow!(message)
-    })
+    sgde_store::connect(&url, &options)
+        .await
+        .map_err(|e| anyhow!(describe(&format!("cannot use the database at {}", redacted(&url)), &e)))
+}
+
+/// `context: error: source: source…`: the store's errors name the kind of failure, their
+/// sources say why (refused, authentication, permissions, ...).
+fn describe(context: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = format!("{context}: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    message
 }
 
 pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
@@ -122,8 +159,64 @@ pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Settings of `sgde migrate-store`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateStoreArgs {
+    /// The SQLite store to copy from, e.g. `sqlite://sgde-data/sgde.db` (stop the service first).
+    #[arg(long)]
+    pub from: Secret,
+    /// The Postgres database to copy into: migrated here, and it must hold no data yet.
+    #[arg(long)]
+    pub to: Secret,
+}
+
+/// Copies everything from an SQLite store into an empty Postgres database, then compares the
+/// row counts of every table on both sides.
+pub async fn migrate_store(args: MigrateStoreArgs) -> anyhow::Result<()> {
+    let (from, to) = (&args.from.0, &args.to.0);
+    if BackendKind::of_url(from).ok() != Some(BackendKind::Sqlite) {
+        bail!("--from must be a sqlite:// URL, got {}", redacted(from));
+    }
+    if BackendKind::of_url(to).ok() != Some(BackendKind::Postgres) {
+        bail!("--to must be a postgres:// URL, got {}", redacted(to));
+    }
+    let options = StoreOptions { max_connections: 4, ..StoreOptions::default() };
+    if let Some(path) = from.strip_prefix("sqlite://").filter(|p| !std::path::Path::new(p).exists()) {
+        bail!("--from: no SQLite store at {path}");
+    }
+    let source = SqliteStore::connect(from, &options)
+        .await
+        .map_err(|e| anyhow!(describe(&format!("cannot open {}", redacted(from)), &e)))?;
+    let target = PgStore::connect(to, &options)
+        .await
+        .map_err(|e| anyhow!(describe(&format!("cannot use the database at {}", redacted(to)), &e)))?;
+    let copied = transfer::sqlite_to_postgres(&source, &target, |table, rows| {
+        tracing::debug!(table, rows, "copying");
+    })
+    .await
+    .map_err(|e| anyhow!(describe("the copy failed; nothing was written", &e)))?;
+    let expected = transfer::count_sqlite(&source).await?;
+    let landed = transfer::count_postgres(&target).await?;
+    for ((copy, want), got) in copied.iter().zip(&expected).zip(&landed) {
+        println!("{:<24} {:>10} rows", copy.table, got.rows);
+        if want.rows != got.rows || copy.rows != got.rows {
+            bail!("{}: {} rows in the source but {} in the target", copy.table, want.rows, got.rows);
+        }
+    }
+    source.close().await;
+    target.close().await;
+    println!(
+        "copied {} rows from {} to {}",
+        copied.iter().map(|c| c.rows).sum::<u64>(),
+        redacted(from),
+        redacted(to)
+    );
+    Ok(())
+}
+
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = Arc::new(connect(&args.database, true).await?);
+    let connected = connect(&args.database, true).await?;
+    let store: Arc<dyn Store> = Arc::clone(&connected.store);
     if let Some(token) = &args.admin_token {
         store
             .ensure_admin_key(&ApiToken::new(token.0.clone()))
@@ -185,6 +278,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if tokio::time::timeout(grace + Duration::from_secs(5), workers).await.is_err() {
         tracing::warn!("background workers did not stop in time");
     }
+    connected.close().await;
     tracing::info!("stopped");
     Ok(())
 }

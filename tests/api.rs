@@ -9,7 +9,7 @@ use common::{Harness, all_pages, echo_spec, echo_spec_with_prompt, endpoint_conf
 use serde_json::{Value, json};
 use sgde_testkit::{Difficulty, FakeOpenAi, ProblemGenerator, Rule, SimulatedStudent};
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn system_routes_answer_without_a_key() {
     let h = Harness::start().await;
     let anon = h.service.anonymous();
@@ -81,7 +81,7 @@ async fn system_routes_answer_without_a_key() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn model_endpoints_are_managed_and_never_reveal_secrets() {
     let h = Harness::start().await;
     let admin = h.admin();
@@ -138,7 +138,7 @@ async fn model_endpoints_are_managed_and_never_reveal_secrets() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn workflows_are_created_listed_and_deleted() {
     let h = Harness::start().await;
     let admin = h.admin();
@@ -204,7 +204,7 @@ fn broken_spec() -> Value {
     })
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn versions_are_validated_deduplicated_and_addressable() {
     let h = Harness::start().await;
     let admin = h.admin();
@@ -315,7 +315,7 @@ async fn versions_are_validated_deduplicated_and_addressable() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn diff_shows_node_and_text_changes() {
     let h = Harness::start().await;
     let admin = h.admin();
@@ -354,7 +354,7 @@ async fn diff_shows_node_and_text_changes() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn labels_move_and_keep_their_history() {
     let h = Harness::start().await;
     let admin = h.admin();
@@ -440,7 +440,7 @@ async fn labels_move_and_keep_their_history() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn execute_picks_the_version_and_records_the_execution() {
     let fake = FakeOpenAi::builder()
         .rule(Rule::any().user("unparsable").reply("there is no number in this reply"))
@@ -547,7 +547,7 @@ async fn execute_picks_the_version_and_records_the_execution() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn executions_log_is_filtered_and_paged() {
     let h = Harness::start().await;
     let admin = h.admin();
@@ -650,7 +650,7 @@ fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn the_reference_workflow_solves_gsm_problems_end_to_end() {
     let fake = FakeOpenAi::builder().responder(Arc::new(SimulatedStudent::new())).start().await.unwrap();
     let h = Harness::with(fake, common::ServiceConfig::default()).await;
@@ -685,7 +685,7 @@ async fn the_reference_workflow_solves_gsm_problems_end_to_end() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn api_keys_are_scoped_listed_and_revoked_at_once() {
     let h = Harness::start().await;
     let admin = h.admin();
@@ -762,7 +762,7 @@ async fn api_keys_are_scoped_listed_and_revoked_at_once() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn a_consensus_fan_out_is_one_request_with_n_where_the_endpoint_supports_it() {
     let fake = FakeOpenAi::builder().responder(Arc::new(SimulatedStudent::new())).start().await.unwrap();
     let h = Harness::with(fake, common::ServiceConfig::default()).await;

@@ -44,7 +44,7 @@ fn teacher(call: &ChatCall, _choice: u32) -> Outcome {
     )
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn bench_paper_runs_every_arm_and_writes_the_table() {
     let student =
         FakeOpenAi::builder().responder(Arc::new(SimulatedStudent::new())).start().await.expect("student");

@@ -127,7 +127,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     (url, seen)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[sgde_test_macros::both_backends(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compile_job_reaches_a_perfect_workflow_that_executes() {
     let (h, teacher) = harness(reference_teacher(), Duration::ZERO).await;
     let admin = h.admin();
@@ -192,7 +192,7 @@ async fn a_compile_job_reaches_a_perfect_workflow_that_executes() {
     h.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[sgde_test_macros::both_backends(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_budget_ends_with_the_best_so_far_as_a_version() {
     let (h, teacher) = harness(reference_teacher(), Duration::ZERO).await;
     let admin = h.admin();
@@ -212,7 +212,7 @@ async fn an_exhausted_budget_ends_with_the_best_so_far_as_a_version() {
     h.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[sgde_test_macros::both_backends(flavor = "multi_thread", worker_threads = 2)]
 async fn ablation_flags_keep_offloading_out_of_the_result() {
     let (h, _teacher) = harness(reference_teacher(), Duration::ZERO).await;
     let admin = h.admin();
@@ -238,7 +238,7 @@ async fn ablation_flags_keep_offloading_out_of_the_result() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn a_budget_that_cannot_fit_one_iteration_is_refused() {
     let (h, _teacher) = harness(ScriptedTeacher::new(), Duration::ZERO).await;
     let mut body = job_request("arith");
@@ -260,7 +260,7 @@ async fn a_budget_that_cannot_fit_one_iteration_is_refused() {
     h.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[sgde_test_macros::both_backends(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_compile_job_is_cancelled_promptly() {
     // A slow student keeps the job inside its baseline evaluation.
     let (h, _teacher) = harness(reference_teacher(), Duration::from_secs(2)).await;
@@ -283,7 +283,7 @@ async fn a_running_compile_job_is_cancelled_promptly() {
     h.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[sgde_test_macros::both_backends(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_resumes_the_compile_without_paying_twice() {
     // A slow teacher: between the first checkpoint and the next student call there is time to
     // look at what the student has answered so far.
@@ -338,7 +338,7 @@ async fn a_killed_server_resumes_the_compile_without_paying_twice() {
     h.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[sgde_test_macros::both_backends(flavor = "multi_thread", worker_threads = 2)]
 async fn two_compile_jobs_at_once_keep_their_logs_calls_and_results_apart() {
     // Each job has its own teacher and student endpoint, so every model call can be attributed;
     // the student's latency keeps both jobs running long enough to overlap.
@@ -426,7 +426,7 @@ async fn two_compile_jobs_at_once_keep_their_logs_calls_and_results_apart() {
     h.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[sgde_test_macros::both_backends(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compile_job_list_pages_by_cursor_without_gaps_or_repeats() {
     // One worker slot and a student that never answers in time: one job runs, the rest wait,
     // and nothing finishes while the list is read.

@@ -17,7 +17,7 @@ fn config() -> ServiceConfig {
     ServiceConfig::default().env("SGDE_DATABASE_MAX_CONNECTIONS", 16)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[sgde_test_macros::both_backends(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_executes_all_succeed_and_are_all_logged() {
     const N: usize = 100;
     let fake = FakeOpenAi::builder().latency(Duration::from_millis(50)).start().await.unwrap();
@@ -55,7 +55,7 @@ async fn a_hundred_concurrent_executes_all_succeed_and_are_all_logged() {
     h.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[sgde_test_macros::both_backends(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_writers_get_one_resource_and_consistent_answers() {
     let h = Harness::with(FakeOpenAi::start().await.unwrap(), config()).await;
     let admin = h.admin();

@@ -142,7 +142,7 @@ fn template(path: &str) -> String {
         .join("/")
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn every_route_refuses_a_missing_or_wrong_key_and_a_missing_scope() {
     let h = Harness::start().await;
     let admin = h.admin();
@@ -245,7 +245,7 @@ fn nested(depth: usize, open: &str, close: &str) -> String {
     format!("{}{}", open.repeat(depth), close.repeat(depth))
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn bad_input_is_a_clear_problem_and_never_hurts_the_service() {
     const LIMIT: usize = 64 * 1024;
     let config =
@@ -420,7 +420,7 @@ async fn bad_input_is_a_clear_problem_and_never_hurts_the_service() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn idempotency_keys_replay_and_refuse_reuse() {
     let h = Harness::start().await;
     let admin = h.admin();
@@ -551,15 +551,29 @@ async fn start_up_fails_clearly_on_a_bad_database_or_config() {
     assert!(text.contains("sgde_no_such_database"), "{text}");
     assert!(!text.contains(secret), "{text}");
 
-    // Not a Postgres URL at all.
+    // Neither a Postgres nor an SQLite URL.
     let (ok, text) =
         failed_start(&with(&[("SGDE_DATABASE_URL", "mysql://root:hunter2-very-secret@db/sgde")])).await;
-    assert!(!ok && text.contains("postgres://"), "{text}");
+    assert!(!ok && text.contains("postgres://") && text.contains("sqlite://"), "{text}");
     assert!(!text.contains(secret), "{text}");
 
-    // No database configured.
-    let (ok, text) = failed_start(&base).await;
-    assert!(!ok && text.contains("DATABASE_URL"), "names the missing setting: {text}");
+    // An unreachable Postgres never falls back to the embedded store, even with a data directory
+    // that holds one.
+    let data = std::env::temp_dir().join(format!("sgde-fallback-{}", uuid::Uuid::new_v4().simple()));
+    let data_dir = data.display().to_string();
+    let mut env = base.to_vec();
+    env.extend([
+        ("SGDE_DATABASE_URL", "postgres://sgde@127.0.0.1:1/sgde"),
+        ("SGDE_DATA_DIR", data_dir.as_str()),
+    ]);
+    let (ok, text) = failed_start(&env).await;
+    assert!(!ok, "{text}");
+    assert!(!text.contains("SQLite"), "no word of a fallback: {text}");
+    assert!(!data.exists(), "nothing written to the data directory");
+
+    // An SQLite file that cannot be created.
+    let (ok, text) = failed_start(&with(&[("SGDE_DATABASE_URL", "sqlite:///proc/sgde/cannot.db")])).await;
+    assert!(!ok && text.contains("/proc/sgde/cannot.db"), "{text}");
 
     // Bad configuration on a good database: a short admin token, an unparsable address.
     let db = TestDatabase::new().await.expect("a test database");

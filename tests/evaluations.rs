@@ -50,7 +50,7 @@ async fn finished(admin: &common::Api, id: &str) -> Value {
     .await
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn datasets_upload_validate_and_split_by_seed() {
     let h = Harness::start().await;
     let admin = h.admin();
@@ -106,7 +106,7 @@ async fn datasets_upload_validate_and_split_by_seed() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn an_evaluation_reports_accuracy_and_compares_two_versions() {
     let fake =
         FakeOpenAi::builder().responder(Arc::new(SimulatedStudent::new())).start().await.expect("fake");
@@ -184,7 +184,7 @@ async fn an_evaluation_reports_accuracy_and_compares_two_versions() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn evaluation_requests_are_validated() {
     let h = Harness::start().await;
     let admin = h.admin();

@@ -114,7 +114,7 @@ async fn generate_client(generator: &Path, dir: &Path) {
     assert!(dir.join("sgde_client/client.py").is_file(), "no client generated:\n{output}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[sgde_test_macros::both_backends(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generated_python_client_drives_the_service() {
     let generator = generator();
     let python = python(&generator);

@@ -44,7 +44,7 @@ async fn assign(api: &Api, keys: &[String]) -> HashMap<String, i64> {
         .await
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn keyed_traffic_splits_by_weight_sticks_and_moves_as_little_as_possible() {
     let h = Harness::start().await;
     two_versions(&h).await;
@@ -97,7 +97,7 @@ async fn keyed_traffic_splits_by_weight_sticks_and_moves_as_little_as_possible()
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn unkeyed_traffic_is_weighted_random_and_explicit_versions_bypass_the_policy() {
     let h = Harness::start().await;
     two_versions(&h).await;
@@ -158,7 +158,7 @@ async fn unkeyed_traffic_is_weighted_random_and_explicit_versions_bypass_the_pol
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn invalid_policies_are_refused_with_the_field_named() {
     let h = Harness::start().await;
     two_versions(&h).await;
@@ -213,7 +213,7 @@ async fn invalid_policies_are_refused_with_the_field_named() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn concurrent_policy_updates_always_leave_a_policy_summing_to_100() {
     let h = Harness::start().await;
     two_versions(&h).await;
@@ -267,7 +267,7 @@ async fn concurrent_policy_updates_always_leave_a_policy_summing_to_100() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn promotion_moves_all_traffic_and_the_production_label_together() {
     let h = Harness::start().await;
     two_versions(&h).await;
@@ -299,7 +299,7 @@ async fn promotion_moves_all_traffic_and_the_production_label_together() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn a_shadow_never_changes_a_response_and_is_recorded_for_comparison() {
     let h = Harness::start().await;
     two_versions(&h).await;
@@ -346,7 +346,7 @@ async fn a_shadow_never_changes_a_response_and_is_recorded_for_comparison() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn feedback_and_statistics_agree_with_a_recount_of_the_execution_log() {
     let h = Harness::start().await;
     two_versions(&h).await;

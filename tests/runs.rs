@@ -27,7 +27,7 @@ async fn status(api: &Api, id: &str) -> String {
     api.get(&format!("/v1/runs/{id}")).await.expect(200)["status"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn runs_are_accepted_polled_and_cancelled() {
     let fake = FakeOpenAi::builder()
         .rule(Rule::any().user("slow").delay(Duration::from_secs(60)).reply("late"))
@@ -205,7 +205,7 @@ fn verify_signature(secret: &str, delivery: &Delivery) {
     assert!(forged.verify_slice(&signature).is_err());
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn completion_webhooks_are_signed_and_retried() {
     const SECRET: &str = "whsec-suite-0123456789";
     let config = ServiceConfig::default().env("SGDE_WEBHOOK_SECRET", SECRET);
@@ -272,7 +272,7 @@ async fn outcomes(api: &Api, ids: &[String]) -> BTreeMap<String, (Value, Value, 
     out
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn a_killed_server_loses_no_accepted_run() {
     const RUNS: usize = 30;
     let fake = FakeOpenAi::builder().latency(Duration::from_millis(300)).start().await.unwrap();
@@ -346,7 +346,7 @@ async fn a_killed_server_loses_no_accepted_run() {
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn sigterm_lets_in_flight_work_finish() {
     let fake = FakeOpenAi::builder().latency(Duration::from_millis(800)).start().await.unwrap();
     let config = ServiceConfig::default().env("SGDE_SHUTDOWN_GRACE_SECS", 20).env("SGDE_JOB_LEASE_SECS", 2);

@@ -85,7 +85,7 @@ fn manifest(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("workflow.json")).expect("manifest")).expect("JSON")
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn export_apply_elsewhere_export_again_is_byte_identical() {
     let (a, b) = tokio::join!(Harness::start(), Harness::start());
     let v1 = a.workflow("gsm", &reference_spec()).await;
@@ -155,7 +155,7 @@ async fn export_apply_elsewhere_export_again_is_byte_identical() {
     b.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn a_reviewed_prompt_change_shows_in_diff_and_applies_with_a_label_move() {
     let h = Harness::start().await;
     let v1 = h.workflow("gsm", &every_kind_spec()).await;
@@ -207,7 +207,7 @@ async fn a_reviewed_prompt_change_shows_in_diff_and_applies_with_a_label_move() 
     h.finish().await;
 }
 
-#[tokio::test]
+#[sgde_test_macros::both_backends]
 async fn invalid_folders_unreachable_servers_and_refused_keys_fail_clearly() {
     let h = Harness::start().await;
     h.workflow("gsm", &every_kind_spec()).await;

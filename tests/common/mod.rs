@@ -98,6 +98,16 @@ impl Service {
     /// Starts the service on `database_url` and waits until `/readyz` answers 200. A start that
     /// lost its port to another process is retried on a new port.
     pub async fn start(database_url: &str, config: &ServiceConfig) -> Service {
+        Self::launch(Some(database_url), config).await
+    }
+
+    /// Starts the service with no database URL at all: the embedded default, in the data
+    /// directory `config` names (`SGDE_DATA_DIR`).
+    pub async fn start_embedded(config: &ServiceConfig) -> Service {
+        Self::launch(None, config).await
+    }
+
+    async fn launch(database_url: Option<&str>, config: &ServiceConfig) -> Service {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .pool_max_idle_per_host(64)
@@ -110,7 +120,9 @@ impl Service {
             let log = std::env::temp_dir().join(format!("sgde-suite-{}.log", uuid::Uuid::new_v4().simple()));
             let file = std::fs::File::create(&log).expect("create the service log");
             let mut env = config.env.clone();
-            env.insert("SGDE_DATABASE_URL".into(), database_url.to_owned());
+            if let Some(url) = database_url {
+                env.insert("SGDE_DATABASE_URL".into(), url.to_owned());
+            }
             env.insert("SGDE_LISTEN".into(), addr.to_string());
             let child = sgde_command(&env)
                 .arg("serve")
@@ -123,7 +135,7 @@ impl Service {
                 child: Some(child),
                 addr,
                 base: format!("http://{addr}"),
-                database_url: database_url.to_owned(),
+                database_url: database_url.unwrap_or_default().to_owned(),
                 log,
                 http: http.clone(),
             };

@@ -67,7 +67,11 @@ pub async fn connect(url: &str, options: &StoreOptions) -> Result<Connected> {
     Ok(match BackendKind::of_url(url)? {
         BackendKind::Postgres => {
             let pg = PgStore::connect(url, options).await?;
-            Connected { store: Arc::new(pg.clone()), kind: BackendKind::Postgres, closer: Closer::Postgres(pg) }
+            Connected {
+                store: Arc::new(pg.clone()),
+                kind: BackendKind::Postgres,
+                closer: Closer::Postgres(pg),
+            }
         }
         BackendKind::Sqlite => {
             let sqlite = SqliteStore::connect(url, options).await?;

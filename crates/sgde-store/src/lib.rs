@@ -36,8 +36,8 @@
 //! `&'static str` SQL), so building needs neither a database nor `.sqlx` data.
 
 pub mod buckets;
-mod connect;
 pub mod compile_jobs;
+mod connect;
 pub mod datasets;
 pub mod endpoints;
 pub mod error;
@@ -50,22 +50,22 @@ pub mod labels;
 pub mod page;
 pub mod pg;
 pub mod policies;
-pub mod runs;
 mod rows;
+pub mod runs;
 pub mod sqlite;
-pub mod transfer;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transfer;
 pub mod versions;
 pub mod workflows;
 
 use async_trait::async_trait;
 
 pub use buckets::BucketRange;
-pub use connect::{BackendKind, Connected, connect};
 pub use compile_jobs::{
     COMPILE_JOB_KIND, CompileEnd, CompileJob, CompileJobFilter, CompileJobRepo, CompilePayload, NewCompileJob,
 };
+pub use connect::{BackendKind, Connected, connect};
 pub use datasets::{
     Dataset, DatasetRepo, DatasetRow, EVALUATION_JOB_KIND, EvaluationResult, EvaluationSummary, NewDataset,
     Split, SplitSpec,
@@ -85,12 +85,12 @@ pub use keys::{ApiKey, ApiToken, CreatedApiKey, KeyRepo, NewApiKey, Scope};
 pub use labels::{Label, LabelEvent, LabelMove, LabelRepo};
 pub use page::{Page, PageRequest};
 pub use pg::{PgStore, StoreOptions};
-pub use sqlite::SqliteStore;
 pub use policies::{
     DefaultTarget, PolicyChange, PolicyDraft, PolicyRepo, PolicyVariant, Promotion, ShadowVariant,
     TrafficPolicy,
 };
 pub use runs::{RUN_JOB_KIND, RunCancel, RunPayload, RunRepo};
+pub use sqlite::SqliteStore;
 pub use versions::{DEFAULT_LABEL, NewVersion, Version, VersionRepo, VersionSelector, VersionSource};
 pub use workflows::{NewWorkflow, Workflow, WorkflowRepo};
 

@@ -49,7 +49,7 @@ tokio::task_local! {
 }
 
 enum Place {
-    Postgres { name: String, admin: PgConnectOptions, store: PgStore },
+    Postgres { name: String, admin: Box<PgConnectOptions>, store: PgStore },
     Sqlite { dir: PathBuf, store: SqliteStore },
 }
 
@@ -79,8 +79,8 @@ impl TestDatabase {
         let name = format!("sgde_test_{}", Uuid::new_v4().simple());
         match backend {
             Backend::Postgres => {
-                let admin_url = std::env::var("SGDE_TEST_DATABASE_URL")
-                    .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+                let admin_url =
+                    std::env::var("SGDE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
                 let admin: PgConnectOptions =
                     admin_url.parse().map_err(|_| StoreError::Invalid { what: "SGDE_TEST_DATABASE_URL" })?;
                 let mut conn = admin.connect().await?;
@@ -88,7 +88,11 @@ impl TestDatabase {
                 conn.close().await?;
                 let url = admin.clone().database(&name).to_url_lossy().to_string();
                 let pg = PgStore::connect(&url, &options).await?;
-                Ok(Self { store: Arc::new(pg.clone()), url, place: Place::Postgres { name, admin, store: pg } })
+                Ok(Self {
+                    store: Arc::new(pg.clone()),
+                    url,
+                    place: Place::Postgres { name, admin: Box::new(admin), store: pg },
+                })
             }
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join(&name);
@@ -134,8 +138,12 @@ impl TestDatabase {
     /// tests that fake what only time or a crash would do (an expired lease, say).
     pub async fn execute_for(&self, id: Uuid, postgres: &'static str, sqlite: &'static str) -> Result<u64> {
         let done = match &self.place {
-            Place::Postgres { store, .. } => sqlx::query(postgres).bind(id).execute(store.pool()).await?.rows_affected(),
-            Place::Sqlite { store, .. } => sqlx::query(sqlite).bind(id).execute(store.writer()).await?.rows_affected(),
+            Place::Postgres { store, .. } => {
+                sqlx::query(postgres).bind(id).execute(store.pool()).await?.rows_affected()
+            }
+            Place::Sqlite { store, .. } => {
+                sqlx::query(sqlite).bind(id).execute(store.writer()).await?.rows_affected()
+            }
         };
         Ok(done)
     }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use sgde_store::testing::TestDatabase;
 use sgde_store::{
-    ApiToken, IdempotencyBegin, IdempotencyKey, IdempotencyPolicy, IdempotentRequest,
-    NewApiKey, Scope, StoreError, StoredResponse,
+    ApiToken, IdempotencyBegin, IdempotencyKey, IdempotencyPolicy, IdempotentRequest, NewApiKey, Scope,
+    StoreError, StoredResponse,
 };
 use uuid::Uuid;
 
@@ -171,12 +171,13 @@ async fn stored_secret(db: &TestDatabase, id: uuid::Uuid, secret: &str) -> (Vec<
     const HASH: &str = "SELECT secret_hash FROM api_keys WHERE id = $1";
     if let Some(pg) = db.pg() {
         let stored = sqlx::query_scalar(HASH).bind(id).fetch_one(pg.pool()).await.unwrap();
-        let anywhere =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys k WHERE k::text LIKE '%' || $1 || '%')")
-                .bind(secret)
-                .fetch_one(pg.pool())
-                .await
-                .unwrap();
+        let anywhere = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM api_keys k WHERE k::text LIKE '%' || $1 || '%')",
+        )
+        .bind(secret)
+        .fetch_one(pg.pool())
+        .await
+        .unwrap();
         (stored, anywhere)
     } else {
         let sqlite = db.sqlite().unwrap();

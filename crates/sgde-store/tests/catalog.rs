@@ -6,8 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 use sgde_llm::EndpointConfig;
 use sgde_store::testing::TestDatabase;
-use sgde_store::{
-    NewVersion, NewWorkflow, PageRequest, Store, StoreError, VersionSelector, VersionSource, };
+use sgde_store::{NewVersion, NewWorkflow, PageRequest, Store, StoreError, VersionSelector, VersionSource};
 use uuid::Uuid;
 
 fn workflow(name: &str) -> NewWorkflow {

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sgde_store::testing::TestDatabase;
 use sgde_store::{
-    COMPILE_JOB_KIND, CancelOutcome, CompileEnd, CompileJobFilter, FailOutcome, JobStatus, NewCompileJob, PageRequest, Retry, StoreError,
+    COMPILE_JOB_KIND, CancelOutcome, CompileEnd, CompileJobFilter, FailOutcome, JobStatus, NewCompileJob,
+    PageRequest, Retry, StoreError,
 };
 use uuid::Uuid;
 

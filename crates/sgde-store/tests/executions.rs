@@ -6,10 +6,10 @@ use chrono::{TimeDelta, Utc};
 use serde_json::json;
 use sgde_store::testing::TestDatabase;
 use sgde_store::{
-    ExecutionFilter, ExecutionMode, ExecutionOutcome, ExecutionStatus, ExecutionUsage,
-    FailOutcome, JobStatus, NewExecution, NewVersion, NewWorkflow, PageRequest, Store,
-    RUN_JOB_KIND, Retry, RunCancel, RunPayload, StoreError, Version, Workflow,
-    };
+    ExecutionFilter, ExecutionMode, ExecutionOutcome, ExecutionStatus, ExecutionUsage, FailOutcome,
+    JobStatus, NewExecution, NewVersion, NewWorkflow, PageRequest, RUN_JOB_KIND, Retry, RunCancel,
+    RunPayload, Store, StoreError, Version, Workflow,
+};
 use uuid::Uuid;
 
 const LEASE: Duration = Duration::from_secs(60);

@@ -93,7 +93,10 @@ async fn a_schema_migrated_by_a_newer_release_is_accepted() {
             pg.migrate().await.unwrap();
         }
         (_, Some(sqlite)) => {
-            sqlx::query(sqlx::AssertSqlSafe(future.replace("'\\x00'", "X'00'"))).execute(sqlite.writer()).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(future.replace("'\\x00'", "X'00'")))
+                .execute(sqlite.writer())
+                .await
+                .unwrap();
             sqlite.migrate().await.unwrap();
         }
         _ => unreachable!("one backend or the other"),

@@ -17,7 +17,6 @@ async fn outlive(lease: Duration) {
     tokio::time::sleep(lease + Duration::from_millis(30)).await;
 }
 
-
 #[sgde_test_macros::both_backends]
 async fn concurrent_workers_claim_each_job_exactly_once() {
     let db = TestDatabase::new().await.unwrap();

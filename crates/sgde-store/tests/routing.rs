@@ -5,8 +5,9 @@ use chrono::{TimeDelta, Utc};
 use serde_json::json;
 use sgde_store::testing::TestDatabase;
 use sgde_store::{
-    ExecutionOutcome, ExecutionStatus, ExecutionUsage, NewExecution,
-    NewFeedback, NewVersion, NewWorkflow, PageRequest, PolicyChange, Store, PolicyDraft, RoutePath, StoreError, Version, Workflow, };
+    ExecutionOutcome, ExecutionStatus, ExecutionUsage, NewExecution, NewFeedback, NewVersion, NewWorkflow,
+    PageRequest, PolicyChange, PolicyDraft, RoutePath, Store, StoreError, Version, Workflow,
+};
 use uuid::Uuid;
 
 async fn three_versions(s: &dyn Store) -> (Workflow, [Version; 3]) {

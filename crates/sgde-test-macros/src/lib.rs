@@ -20,9 +20,12 @@ pub fn both_backends(args: TokenStream, item: TokenStream) -> TokenStream {
     let args = proc_macro2::TokenStream::from(args);
     let function = parse_macro_input!(item as ItemFn);
     if function.sig.asyncness.is_none() || !function.sig.inputs.is_empty() {
-        return syn::Error::new_spanned(&function.sig, "#[both_backends] takes an `async fn` without arguments")
-            .to_compile_error()
-            .into();
+        return syn::Error::new_spanned(
+            &function.sig,
+            "#[both_backends] takes an `async fn` without arguments",
+        )
+        .to_compile_error()
+        .into();
     }
     let name = &function.sig.ident;
     let tokio_args = if args.is_empty() { quote!() } else { quote!((#args)) };

@@ -6,6 +6,7 @@
 //! Rust, so nothing needs to be read back.
 
 use async_trait::async_trait;
+use chrono::SubsecRound;
 use sqlx::SqliteExecutor;
 use uuid::Uuid;
 
@@ -28,6 +29,8 @@ pub(super) async fn insert_with_job<'e>(
     let outcome = initial_outcome(&new)?;
     let created_at = now();
     let finished_at = outcome.status.is_terminal().then_some(created_at);
+    // The caller's clock reading, at the precision every stored instant has.
+    let started_at = new.started_at.map(|t| t.trunc_subsecs(6));
     sqlx::query(
         "INSERT INTO executions
             (id, workflow_id, version_id, mode, status, inputs, output, error, trace, latency_us,
@@ -50,13 +53,12 @@ pub(super) async fn insert_with_job<'e>(
     .bind(&new.route)
     .bind(job_id)
     .bind(created_at)
-    .bind(new.started_at)
+    .bind(started_at)
     .bind(finished_at)
     .execute(executor)
     .await
     // The only foreign key is the (workflow, version) pair, as on Postgres.
     .map_err(StoreError::missing_parent("version"))?;
-    let started_at = new.started_at;
     Ok(recorded(new, job_id, (created_at, started_at, finished_at)))
 }
 
