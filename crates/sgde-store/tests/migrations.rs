@@ -104,3 +104,33 @@ async fn a_schema_migrated_by_a_newer_release_is_accepted() {
     assert!(db.store.migrations_applied().await.unwrap());
     db.drop_database().await.unwrap();
 }
+
+/// `sgde migrate-store` copies the tables it lists; a table added to the schema but not to that
+/// list would be silently left behind, so the list must be exactly the schema's tables, on both
+/// backends.
+#[sgde_test_macros::both_backends]
+async fn the_store_copy_lists_every_table_of_the_schema() {
+    let db = TestDatabase::new().await.unwrap();
+    let mut tables: Vec<String> = match (db.pg(), db.sqlite()) {
+        (Some(pg), _) => sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+        )
+        .fetch_all(pg.pool())
+        .await
+        .unwrap(),
+        (_, Some(sqlite)) => sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )
+        .fetch_all(sqlite.reader())
+        .await
+        .unwrap(),
+        _ => unreachable!("one backend or the other"),
+    };
+    tables.retain(|t| t != "_sqlx_migrations");
+    tables.sort();
+    let mut listed: Vec<String> = sgde_store::transfer::TABLES.iter().map(|(t, _)| (*t).to_owned()).collect();
+    listed.sort();
+    assert_eq!(listed, tables);
+    db.drop_database().await.unwrap();
+}
