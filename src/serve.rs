@@ -1,12 +1,14 @@
 //! `sgde serve` and `sgde migrate`: configuration, start-up and graceful shutdown.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use sgde_api::models::StoreModels;
+use sgde_api::rate_limit::RateLimit;
 use sgde_api::{ApiConfig, AppState};
 use sgde_llm::ProcessEnv;
 use sgde_runtime::{Runtime, RuntimeConfig};
@@ -94,6 +96,13 @@ pub struct ServeArgs {
     /// Secret for HMAC-signing run webhooks.
     #[arg(long, env = "SGDE_WEBHOOK_SECRET")]
     pub webhook_secret: Option<Secret>,
+    /// Requests per second each API key may make on average (unset: unlimited); over it, 429
+    /// `rate_limited` with `Retry-After`.
+    #[arg(long, env = "SGDE_RATE_LIMIT_PER_SECOND")]
+    pub rate_limit_per_second: Option<NonZeroU32>,
+    /// Requests a key may make at once before the average applies (default: one second's worth).
+    #[arg(long, env = "SGDE_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<NonZeroU32>,
     /// How often idle workers poll the queue, in milliseconds.
     #[arg(long, env = "SGDE_POLL_INTERVAL_MS", default_value_t = 200)]
     pub poll_interval_ms: u64,
@@ -246,6 +255,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         worker_concurrency: args.run_concurrency.max(1),
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(10)),
         webhook_secret: args.webhook_secret.map(|s| s.0),
+        rate_limit: args
+            .rate_limit_per_second
+            .map(|per_second| RateLimit { per_second, burst: args.rate_limit_burst.unwrap_or(per_second) }),
         ..ApiConfig::default()
     };
     let state = AppState::new(store, models, runtime, sandbox, config);

@@ -595,3 +595,36 @@ async fn start_up_fails_clearly_on_a_bad_database_or_config() {
     assert!(!ok && (text.contains("SGDE_LISTEN") || text.contains("listen")), "{text}");
     db.drop_database().await.expect("drop the test database");
 }
+
+/// With a per-key limit configured, a key that exceeds it gets 429 `rate_limited` with a
+/// `Retry-After`, while other keys keep their own budget, and the key is served again once its
+/// bucket refills.
+#[sgde_test_macros::both_backends]
+async fn a_key_over_its_rate_limit_gets_429_and_others_are_unaffected() {
+    let config =
+        ServiceConfig::default().env("SGDE_RATE_LIMIT_PER_SECOND", 1).env("SGDE_RATE_LIMIT_BURST", 3);
+    let h = Harness::with(sgde_testkit::FakeOpenAi::start().await.expect("fake model"), config).await;
+    let admin = h.admin();
+    let created = admin.post("/v1/keys", &json!({"name": "app", "scopes": ["read"]})).await.expect(201);
+    let app = h.service.api(created["token"].as_str());
+
+    for _ in 0..3 {
+        app.get("/v1/workflows").await.expect(200);
+    }
+    let refused = app.get("/v1/workflows").await;
+    let problem = refused.problem(429, "rate_limited");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("retry after")), "{problem}");
+    let retry_after: u64 = refused.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+
+    // The admin key has a bucket of its own (two of its three requests are spent).
+    admin.get("/v1/workflows").await.expect(200);
+    // Unauthenticated probes are not rate-limited.
+    assert_eq!(h.service.api(None).get("/healthz").await.status, 200);
+    // Once the bucket refills, the key is served again.
+    common::eventually("the app key is served again", || async {
+        (app.get("/v1/workflows").await.status == 200).then_some(())
+    })
+    .await;
+    h.finish().await;
+}

@@ -2,7 +2,8 @@
 //!
 //! Handlers take a [`Principal`] and call [`Principal::require`] with the scope the route needs;
 //! `admin` implies every scope. Keys are looked up by the hash of the token (the store never
-//! holds the token itself).
+//! holds the token itself). Each authenticated request also takes one from its key's rate budget
+//! (see [`crate::rate_limit`]).
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -57,6 +58,7 @@ impl FromRequestParts<AppState> for Principal {
         let token = token.trim();
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(principal) = state.cached_key(&hash) {
+            state.check_rate(principal.key_id)?;
             return Ok(principal);
         }
         let key = state
@@ -67,6 +69,7 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or(ApiError::Unauthorized)?;
         let principal = Principal::from(key);
         state.remember_key(hash, principal.clone());
+        state.check_rate(principal.key_id)?;
         Ok(principal)
     }
 }

@@ -9,7 +9,7 @@
 //! - [`state`]: [`AppState`] and [`ApiConfig`].
 //! - [`problem`]: [`ApiError`], the one place where errors become HTTP statuses and problem+json.
 //! - [`extract`]: the JSON body extractor whose failures name the field.
-//! - [`auth`]: bearer API keys with scopes ([`auth::Principal`]).
+//! - [`auth`]: bearer API keys with scopes ([`auth::Principal`]); [`rate_limit`]: per-key limits.
 //! - [`idempotency`]: `Idempotency-Key` handling for creating POSTs.
 //! - [`routes`]: one module per resource under `/v1`, plus health, readiness and metrics.
 //! - [`exec`]: running a version and recording it; shared by execute and the workers.
@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod problem;
+pub mod rate_limit;
 pub mod routes;
 pub mod routing;
 pub mod state;

@@ -78,8 +78,8 @@ pub enum ApiError {
     IdempotencyInProgress,
     #[error("the workflow run failed: {detail}")]
     RunFailed { code: String, detail: String, execution_id: Option<uuid::Uuid> },
-    #[error("too many requests")]
-    TooManyRequests,
+    #[error("too many requests for this API key; retry after {} s", retry_after_secs(*retry_after))]
+    TooManyRequests { retry_after: std::time::Duration },
     #[error("the request took too long")]
     Timeout,
     #[error("the service is not ready: {0}")]
@@ -118,7 +118,7 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::RunFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -143,7 +143,7 @@ impl ApiError {
             ApiError::IdempotencyMismatch => "idempotency_key_reused",
             ApiError::IdempotencyInProgress => "idempotency_key_in_progress",
             ApiError::RunFailed { code, .. } => code,
-            ApiError::TooManyRequests => "rate_limited",
+            ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::Timeout => "timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -193,6 +193,11 @@ impl IntoResponse for ApiError {
         if let ApiError::Unauthorized = self {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let ApiError::TooManyRequests { retry_after } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(retry_after)));
+        }
         if let ApiError::PayloadTooLarge { .. } = self {
             // The rest of the body is left unread, so the server closes the connection; say so,
             // or a keep-alive client sends its next request into a closed socket.
@@ -200,6 +205,12 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Whole seconds for `Retry-After` (which has no fractions), rounded up and at least 1, so a
+/// client that honours it is never refused again for retrying too early.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.as_secs() == 0))
 }
 
 impl From<sgde_workflow::SpecErrors> for ApiError {

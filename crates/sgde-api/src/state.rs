@@ -36,6 +36,8 @@ pub struct ApiConfig {
     pub webhook_max_attempts: u32,
     /// Name of this replica in job leases.
     pub instance_id: String,
+    /// Requests per API key; `None`: unlimited.
+    pub rate_limit: Option<crate::rate_limit::RateLimit>,
 }
 
 impl Default for ApiConfig {
@@ -51,6 +53,7 @@ impl Default for ApiConfig {
             webhook_secret: None,
             webhook_max_attempts: 8,
             instance_id: format!("sgde-{}", Uuid::new_v4().simple()),
+            rate_limit: None,
         }
     }
 }
@@ -77,6 +80,8 @@ struct Inner {
     shadows: Arc<tokio::sync::Semaphore>,
     /// Recently verified API keys by token hash, so a burst of requests costs one lookup.
     keys: Mutex<std::collections::HashMap<[u8; 32], (Instant, crate::auth::Principal)>>,
+    /// Request buckets per API key, when a limit is configured.
+    rate_limiter: Option<crate::rate_limit::KeyRateLimiter>,
 }
 
 /// How long a verified key is trusted without asking the database again. A key revoked through
@@ -116,14 +121,22 @@ impl AppState {
                 compile_models,
                 runtime,
                 sandbox,
-                config,
                 prepared: Mutex::new(LruCache::new(capacity)),
                 started: Instant::now(),
                 run_submitted: tokio::sync::Notify::new(),
                 shadows: Arc::new(tokio::sync::Semaphore::new(SHADOW_CONCURRENCY)),
                 keys: Mutex::new(std::collections::HashMap::new()),
+                rate_limiter: config.rate_limit.map(crate::rate_limit::KeyRateLimiter::new),
+                config,
             }),
         }
+    }
+
+    /// Takes one request from the key's budget (429 `rate_limited` when it is spent).
+    pub fn check_rate(&self, key: Uuid) -> Result<(), crate::problem::ApiError> {
+        let Some(limiter) = &self.inner.rate_limiter else { return Ok(()) };
+        // Refusals are counted with every other response: `sgde_http_requests_total{status="429"}`.
+        limiter.check(key).map_err(|retry_after| crate::problem::ApiError::TooManyRequests { retry_after })
     }
 
     pub fn store(&self) -> &dyn Store {
