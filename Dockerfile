@@ -6,6 +6,7 @@
 # an init that reaps orphaned sandbox processes.
 #
 #   docker build -t sgde .
+#   docker run --rm -p 8080:8080 -e SGDE_ADMIN_TOKEN=... -v sgde-data:/var/lib/sgde sgde   # embedded SQLite
 #   docker run --rm -p 8080:8080 -e SGDE_DATABASE_URL=postgres://... -e SGDE_ADMIN_TOKEN=... sgde
 #
 # docker-compose.yml runs it with Postgres.
