@@ -180,7 +180,7 @@ pub struct MigrateStoreArgs {
 }
 
 /// Copies everything from an SQLite store into an empty Postgres database, then compares the
-/// row counts of every table on both sides.
+/// rows read from every table with the rows the target holds.
 pub async fn migrate_store(args: MigrateStoreArgs) -> anyhow::Result<()> {
     let (from, to) = (&args.from.0, &args.to.0);
     if BackendKind::of_url(from).ok() != Some(BackendKind::Sqlite) {
@@ -204,12 +204,11 @@ pub async fn migrate_store(args: MigrateStoreArgs) -> anyhow::Result<()> {
     })
     .await
     .map_err(|e| anyhow!(describe("the copy failed; nothing was written", &e)))?;
-    let expected = transfer::count_sqlite(&source).await?;
     let landed = transfer::count_postgres(&target).await?;
-    for ((copy, want), got) in copied.iter().zip(&expected).zip(&landed) {
+    for (copy, got) in copied.iter().zip(&landed) {
         println!("{:<24} {:>10} rows", copy.table, got.rows);
-        if want.rows != got.rows || copy.rows != got.rows {
-            bail!("{}: {} rows in the source but {} in the target", copy.table, want.rows, got.rows);
+        if copy.rows != got.rows {
+            bail!("{}: {} rows read from the source but {} in the target", copy.table, copy.rows, got.rows);
         }
     }
     source.close().await;

@@ -6,15 +6,16 @@
 //! `jsonb`, a JSON array a `text[]`, 0/1 a boolean), so a column added to both schemas is copied
 //! without touching this file; a table added to the schema must be added to [`TABLES`] (a test
 //! compares the list with the catalogue). Rows go in batches of multi-row `INSERT`s, parents
-//! before children, and the whole copy commits or nothing does. The target must be empty:
-//! merging two histories is not a copy.
+//! before children, and the whole copy commits or nothing does. Every table is read inside one
+//! SQLite read transaction, so the copy is one consistent snapshot even if a service is still
+//! writing to the file. The target must be empty: merging two histories is not a copy.
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
@@ -142,12 +143,15 @@ pub async fn sqlite_to_postgres(
 ) -> Result<Vec<Copied>> {
     let mut tx = to.begin().await?;
     refuse_non_empty(&mut tx).await?;
+    // A deferred read transaction: its first SELECT fixes the snapshot every table is read from.
+    let mut snapshot = from.reader().begin().await?;
     let mut copied = Vec::with_capacity(TABLES.len());
     for (table, order) in TABLES {
         let columns = target_columns(&mut tx, table).await?;
-        let rows = copy_table(from, &mut tx, table, order, &columns, &mut progress).await?;
+        let rows = copy_table(&mut snapshot, &mut tx, table, order, &columns, &mut progress).await?;
         copied.push(Copied { table, rows });
     }
+    snapshot.rollback().await?;
     // The label history's ids come from an identity sequence: continue after the copied ones.
     sqlx::query(
         "SELECT setval(pg_get_serial_sequence('workflow_label_history', 'id'),
@@ -159,17 +163,7 @@ pub async fn sqlite_to_postgres(
     Ok(copied)
 }
 
-/// Row counts of every table on either side, to compare after a copy.
-pub async fn count_sqlite(store: &SqliteStore) -> Result<Vec<Copied>> {
-    let mut counts = Vec::with_capacity(TABLES.len());
-    for (table, _) in TABLES {
-        let sql = format!("SELECT count(*) FROM {table}");
-        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(store.reader()).await?;
-        counts.push(Copied { table, rows: u64::try_from(n).unwrap_or(0) });
-    }
-    Ok(counts)
-}
-
+/// Row counts of every table of the target, to compare with what was copied.
 pub async fn count_postgres(store: &PgStore) -> Result<Vec<Copied>> {
     let mut counts = Vec::with_capacity(TABLES.len());
     for (table, _) in TABLES {
@@ -208,7 +202,7 @@ async fn target_columns(tx: &mut Transaction<'static, Postgres>, table: &str) ->
 }
 
 async fn copy_table(
-    from: &SqliteStore,
+    from: &mut Transaction<'static, Sqlite>,
     tx: &mut Transaction<'static, Postgres>,
     table: &str,
     order: &str,
@@ -219,7 +213,7 @@ async fn copy_table(
     let names = columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
     let select = format!("SELECT {names} FROM {table} ORDER BY {order}");
     let batch_rows = (MAX_PARAMS / columns.len()).max(1);
-    let mut rows = sqlx::query(AssertSqlSafe(select)).fetch(from.reader());
+    let mut rows = sqlx::query(AssertSqlSafe(select)).fetch(&mut **from);
     let mut batch: Vec<Vec<Cell>> = Vec::with_capacity(batch_rows);
     let mut total = 0u64;
     while let Some(row) = rows.try_next().await? {
