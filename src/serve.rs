@@ -190,8 +190,9 @@ pub async fn migrate_store(args: MigrateStoreArgs) -> anyhow::Result<()> {
         bail!("--to must be a postgres:// URL, got {}", redacted(to));
     }
     let options = StoreOptions { max_connections: 4, ..StoreOptions::default() };
-    if let Some(path) = from.strip_prefix("sqlite://").filter(|p| !std::path::Path::new(p).exists()) {
-        bail!("--from: no SQLite store at {path}");
+    let file = SqliteStore::file_of(from).map_err(|e| anyhow!("--from: {e}"))?;
+    if !file.is_file() {
+        bail!("--from: no SQLite store at {}", file.display());
     }
     let source = SqliteStore::connect(from, &options)
         .await

@@ -100,9 +100,12 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// The path of the database file, for start-up logs.
-    pub fn path(&self) -> std::path::PathBuf {
-        self.writer.connect_options().get_filename().to_path_buf()
+    /// The file a `sqlite:` URL names (without opening it), so a caller can check that a store
+    /// it means to read from exists instead of creating an empty one.
+    pub fn file_of(url: &str) -> Result<std::path::PathBuf> {
+        let options =
+            SqliteConnectOptions::from_str(url).map_err(|_| StoreError::Invalid { what: "database URL" })?;
+        Ok(options.get_filename().to_path_buf())
     }
 
     /// Applies pending migrations (through the writer, so never concurrently in one process).
