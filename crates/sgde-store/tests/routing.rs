@@ -87,6 +87,7 @@ async fn policies_are_revisions_with_rollback_promote_and_clear() {
     let rest = s.policy_history(wf.id, &PageRequest::after(10, page.next_cursor.unwrap())).await.unwrap();
     assert_eq!(rest.items.iter().map(|p| p.revision).collect::<Vec<_>>(), vec![3, 2, 1]);
     assert_eq!(rest.next_cursor, None);
+    db.drop_database().await.unwrap();
 }
 
 #[sgde_test_macros::both_backends]
@@ -124,6 +125,7 @@ async fn invalid_drafts_write_nothing() {
             .await,
         Err(StoreError::NotFound { what: "workflow" })
     ));
+    db.drop_database().await.unwrap();
 }
 
 #[sgde_test_macros::both_backends]
@@ -196,4 +198,5 @@ async fn feedback_is_one_record_per_execution_and_statistics_follow_the_log() {
     assert_eq!((shadow.version_id, shadow.requests), (v3.id, 1));
     let empty = s.variant_stats(wf.id, now - TimeDelta::hours(3), now - TimeDelta::hours(2)).await.unwrap();
     assert!(empty.is_empty());
+    db.drop_database().await.unwrap();
 }
