@@ -146,7 +146,7 @@ fn error_description(status: &str) -> &'static str {
         "413" => "The request body is larger than the configured limit (`payload_too_large`)",
         "415" => "The request body is not `application/json` (`unsupported_media_type`)",
         "422" => "The request is invalid (`invalid_request`); `errors` names each field by JSON pointer",
-        "429" => "Too many requests (`rate_limited`)",
+        "429" => "This API key is over its request rate (`rate_limited`); retry after `Retry-After` seconds",
         "500" => "Internal error (`internal`); the cause is logged, never returned",
         "503" => "The service cannot reach its database (`unavailable`)",
         "504" => "The request took longer than the configured timeout (`timeout`)",
@@ -176,6 +176,11 @@ fn problem_response(status: &str) -> Response {
         header.description = Some("`Bearer`".to_owned());
         response.headers.insert("WWW-Authenticate".to_owned(), RefOr::T(header));
     }
+    if status == "429" {
+        let mut header = Header::new(Object::with_type(Type::Integer));
+        header.description = Some("Seconds until the key's next request is accepted".to_owned());
+        response.headers.insert("Retry-After".to_owned(), RefOr::T(header));
+    }
     response
 }
 
@@ -189,7 +194,8 @@ fn implied_errors(operation: &Operation) -> Vec<&'static str> {
     let checked = params.iter().any(|p| p["in"] == "query" || p["schema"]["format"] == "uuid");
     let mut statuses = vec!["500"];
     if secured {
-        statuses.extend(["401", "403", "503"]);
+        // 429: when per-key rate limits are configured (`SGDE_RATE_LIMIT_PER_SECOND`).
+        statuses.extend(["401", "403", "429", "503"]);
     }
     if operation.request_body.is_some() {
         statuses.extend(["400", "413", "415", "422"]);
