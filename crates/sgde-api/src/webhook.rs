@@ -11,7 +11,7 @@ use std::time::Duration;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::json;
-use sgde_store::{Job, Retry};
+use sgde_store::{FollowUp, Job, Retry};
 use sha2::Sha256;
 use uuid::Uuid;
 
@@ -30,6 +30,16 @@ struct Payload {
     #[serde(default)]
     compile_job_id: Option<Uuid>,
     url: String,
+}
+
+/// The delivery of a run's completion webhook, enqueued by the store with the run's end
+/// (finished, failed for good or cancelled), so no ending goes unannounced.
+pub fn run_webhook(state: &AppState, execution_id: Uuid, url: &str) -> FollowUp {
+    FollowUp {
+        kind: WEBHOOK_JOB_KIND.to_owned(),
+        payload: json!({"execution_id": execution_id, "url": url}),
+        max_attempts: state.config().webhook_max_attempts,
+    }
 }
 
 /// `t=…,v1=…` for `body` at time `t`.

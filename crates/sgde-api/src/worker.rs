@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use sgde_store::{
-    COMPILE_JOB_KIND, ExecutionOutcome, ExecutionStatus, ExecutionUsage, Heartbeat, Job, NewJob,
-    RUN_JOB_KIND, Retry, RunPayload, VersionSelector,
+    COMPILE_JOB_KIND, ExecutionOutcome, ExecutionStatus, ExecutionUsage, Heartbeat, Job, RUN_JOB_KIND, Retry,
+    RunPayload, VersionSelector,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -208,10 +208,8 @@ async fn cancel_run(state: &AppState, job: &Job) -> Outcome {
     };
     match state.store().finish_run(job.id, &state.config().instance_id, payload.execution_id, &outcome).await
     {
-        Ok(true) => {
-            notify(state, payload.execution_id).await;
-            Outcome::Cancelled
-        }
+        // The run's webhook, if any, was queued with the cancellation.
+        Ok(true) => Outcome::Cancelled,
         Ok(false) => Outcome::LeaseLost,
         Err(e) => {
             tracing::warn!(error = %e, "recording a cancellation failed");
@@ -293,32 +291,10 @@ async fn process_run(state: &AppState, job: &Job) -> Outcome {
                     execution.id,
                 );
             }
-            notify(state, execution.id).await;
+            // The run's webhook, if any, was queued with the outcome.
             Outcome::Done
         }
         Ok(false) => Outcome::LeaseLost,
         Err(e) => fail(format!("cannot record the outcome: {e}")).await,
-    }
-}
-
-/// Queues the completion webhook of a run, if it asked for one.
-async fn notify(state: &AppState, execution_id: Uuid) {
-    let execution = match state.store().get_execution(execution_id).await {
-        Ok(e) => e,
-        Err(e) => return tracing::warn!(error = %e, "cannot load a finished run for its webhook"),
-    };
-    let Some(url) = execution.route.as_ref().and_then(|r| r.get("webhook_url")).and_then(|u| u.as_str())
-    else {
-        return;
-    };
-    let job = NewJob {
-        id: Uuid::now_v7(),
-        kind: webhook::WEBHOOK_JOB_KIND.to_owned(),
-        payload: json!({"execution_id": execution_id, "url": url}),
-        max_attempts: state.config().webhook_max_attempts,
-        delay: Duration::ZERO,
-    };
-    if let Err(e) = state.store().enqueue(&job).await {
-        tracing::warn!(error = %e, "cannot queue a run's webhook");
     }
 }

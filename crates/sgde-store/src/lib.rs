@@ -89,7 +89,7 @@ pub use policies::{
     DefaultTarget, PolicyChange, PolicyDraft, PolicyRepo, PolicyVariant, Promotion, ShadowVariant,
     TrafficPolicy,
 };
-pub use runs::{RUN_JOB_KIND, RunCancel, RunPayload, RunRepo};
+pub use runs::{FollowUp, RUN_JOB_KIND, RunCancel, RunPayload, RunRepo};
 pub use sqlite::SqliteStore;
 pub use versions::{DEFAULT_LABEL, NewVersion, Version, VersionRepo, VersionSelector, VersionSource};
 pub use workflows::{NewWorkflow, Workflow, WorkflowRepo};

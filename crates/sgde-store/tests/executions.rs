@@ -6,7 +6,7 @@ use chrono::{TimeDelta, Utc};
 use serde_json::json;
 use sgde_store::testing::TestDatabase;
 use sgde_store::{
-    ExecutionFilter, ExecutionMode, ExecutionOutcome, ExecutionStatus, ExecutionUsage, FailOutcome,
+    ExecutionFilter, ExecutionMode, ExecutionOutcome, ExecutionStatus, ExecutionUsage, FailOutcome, FollowUp,
     JobStatus, NewExecution, NewVersion, NewWorkflow, PageRequest, RUN_JOB_KIND, Retry, RunCancel,
     RunPayload, Store, StoreError, Version, Workflow,
 };
@@ -77,7 +77,7 @@ async fn list_filters_and_paginates_newest_first() {
         let status = if n % 4 == 0 { ExecutionStatus::Failed } else { ExecutionStatus::Succeeded };
         ids.push(s.insert_execution(finished(wf, v, status, n)).await.unwrap().id);
     }
-    let queued = s.submit_run(NewExecution::queued(b.id, b1.id, json!({})), 3).await.unwrap().0;
+    let queued = s.submit_run(NewExecution::queued(b.id, b1.id, json!({})), 3, None).await.unwrap().0;
 
     // Everything, two pages of 7 + 6, newest first, no traces.
     let all = ExecutionFilter::default();
@@ -147,7 +147,7 @@ async fn runs_submit_claim_finish_exactly_once() {
     let s = &*db.store;
     let (wf, v1, _) = workflow_with_versions(s, "wf").await;
     let (execution, job) =
-        s.submit_run(NewExecution::queued(wf.id, v1.id, json!({ "q": 1 })), 3).await.unwrap();
+        s.submit_run(NewExecution::queued(wf.id, v1.id, json!({ "q": 1 })), 3, None).await.unwrap();
     assert_eq!(
         (execution.status, execution.mode, execution.job_id),
         (ExecutionStatus::Queued, ExecutionMode::Async, Some(job.id))
@@ -178,7 +178,7 @@ async fn runs_submit_claim_finish_exactly_once() {
     assert!(!s.start_execution(execution.id).await.unwrap());
 
     assert!(matches!(
-        s.submit_run(NewExecution::finished(wf.id, v1.id, json!({}), Utc::now(), stale), 3).await,
+        s.submit_run(NewExecution::finished(wf.id, v1.id, json!({}), Utc::now(), stale), 3, None).await,
         Err(StoreError::Invalid { .. })
     ));
     db.drop_database().await.unwrap();
@@ -189,7 +189,8 @@ async fn failed_runs_retry_then_fail_the_execution() {
     let db = TestDatabase::new().await.unwrap();
     let s = &*db.store;
     let (wf, v1, _) = workflow_with_versions(s, "wf").await;
-    let (execution, job) = s.submit_run(NewExecution::queued(wf.id, v1.id, json!({})), 2).await.unwrap();
+    let (execution, job) =
+        s.submit_run(NewExecution::queued(wf.id, v1.id, json!({})), 2, None).await.unwrap();
 
     s.claim(&[RUN_JOB_KIND], "w", LEASE).await.unwrap().unwrap();
     s.start_execution(execution.id).await.unwrap();
@@ -220,7 +221,8 @@ async fn cancelling_runs() {
     let (wf, v1, _) = workflow_with_versions(s, "wf").await;
 
     // Queued: cancelled at once, never claimed.
-    let (queued, queued_job) = s.submit_run(NewExecution::queued(wf.id, v1.id, json!({})), 3).await.unwrap();
+    let (queued, queued_job) =
+        s.submit_run(NewExecution::queued(wf.id, v1.id, json!({})), 3, None).await.unwrap();
     assert_eq!(s.cancel_run(queued.id).await.unwrap(), RunCancel::Cancelled);
     assert_eq!(s.get_execution(queued.id).await.unwrap().status, ExecutionStatus::Cancelled);
     assert_eq!(s.get_job(queued_job.id).await.unwrap().status, JobStatus::Cancelled);
@@ -228,7 +230,7 @@ async fn cancelling_runs() {
     assert!(!s.start_execution(queued.id).await.unwrap());
 
     // Running: requested; the worker sees it at heartbeat and records the cancellation.
-    let (running, job) = s.submit_run(NewExecution::queued(wf.id, v1.id, json!({})), 3).await.unwrap();
+    let (running, job) = s.submit_run(NewExecution::queued(wf.id, v1.id, json!({})), 3, None).await.unwrap();
     s.claim(&[RUN_JOB_KIND], "w", LEASE).await.unwrap().unwrap();
     s.start_execution(running.id).await.unwrap();
     assert_eq!(s.cancel_run(running.id).await.unwrap(), RunCancel::Requested);
@@ -244,4 +246,70 @@ async fn cancelling_runs() {
     assert_eq!(s.cancel_run(running.id).await.unwrap(), RunCancel::AlreadyFinished);
     assert!(matches!(s.cancel_run(Uuid::now_v7()).await, Err(StoreError::NotFound { what: "execution" })));
     db.drop_database().await.unwrap();
+}
+
+/// A run's follow-up (its completion webhook) is queued by the transaction that records the
+/// run's end — success, final failure or cancellation — and never before, twice, or by a worker
+/// that no longer owns the run.
+#[sgde_test_macros::both_backends]
+async fn a_runs_follow_up_is_queued_exactly_when_it_ends() {
+    let db = TestDatabase::new().await.unwrap();
+    let s = &*db.store;
+    let (wf, v1, _) = workflow_with_versions(s, "wf").await;
+    let announce = |n: u32| FollowUp { kind: "announce".into(), payload: json!({ "n": n }), max_attempts: 4 };
+    let announced = || async { s.queue_stats("announce").await.unwrap().queued };
+    let submit = |n: u32| async move {
+        s.submit_run(NewExecution::queued(wf.id, v1.id, json!({})), 2, Some(announce(n))).await.unwrap()
+    };
+
+    // Succeeded: queued with the outcome, once.
+    let (done, job) = submit(1).await;
+    let payload: RunPayload = serde_json::from_value(job.payload.clone()).unwrap();
+    assert_eq!(payload.on_end, Some(announce(1)));
+    s.claim(&[RUN_JOB_KIND], "w", LEASE).await.unwrap().unwrap();
+    s.start_execution(done.id).await.unwrap();
+    assert_eq!(announced().await, 0, "nothing before the end");
+    assert!(!s.finish_run(job.id, "other", done.id, &finished_outcome()).await.unwrap(), "not the owner");
+    assert_eq!(announced().await, 0, "a worker that lost the run announces nothing");
+    assert!(s.finish_run(job.id, "w", done.id, &finished_outcome()).await.unwrap());
+    assert_eq!(announced().await, 1);
+    let follow_up = s.claim(&["announce"], "n", LEASE).await.unwrap().unwrap();
+    assert_eq!((follow_up.payload, follow_up.max_attempts), (json!({ "n": 1 }), 4));
+
+    // Failed: not on a retried attempt, only on the last.
+    let (failing, job) = submit(2).await;
+    let err = json!({ "code": "model_unavailable" });
+    for (attempt, expected) in [(1, 0), (2, 1)] {
+        s.claim(&[RUN_JOB_KIND], "w", LEASE).await.unwrap().unwrap();
+        s.start_execution(failing.id).await.unwrap();
+        s.fail_run(job.id, "w", failing.id, &err, Retry::After(Duration::ZERO)).await.unwrap();
+        assert_eq!(announced().await, expected, "after attempt {attempt}");
+    }
+    assert_eq!(s.get_execution(failing.id).await.unwrap().status, ExecutionStatus::Failed);
+    s.claim(&["announce"], "n", LEASE).await.unwrap().unwrap();
+
+    // Cancelled while queued: announced by the cancellation itself; a second cancel adds nothing.
+    let (cancelled, _) = submit(3).await;
+    assert_eq!(s.cancel_run(cancelled.id).await.unwrap(), RunCancel::Cancelled);
+    assert_eq!(s.cancel_run(cancelled.id).await.unwrap(), RunCancel::AlreadyFinished);
+    assert_eq!(announced().await, 1);
+
+    // Without a follow-up, nothing is queued.
+    let (plain, job) = s.submit_run(NewExecution::queued(wf.id, v1.id, json!({})), 2, None).await.unwrap();
+    s.claim(&[RUN_JOB_KIND], "w", LEASE).await.unwrap().unwrap();
+    s.start_execution(plain.id).await.unwrap();
+    assert!(s.finish_run(job.id, "w", plain.id, &finished_outcome()).await.unwrap());
+    assert_eq!(announced().await, 1);
+    db.drop_database().await.unwrap();
+}
+
+fn finished_outcome() -> ExecutionOutcome {
+    ExecutionOutcome {
+        status: ExecutionStatus::Succeeded,
+        output: Some(json!(42)),
+        error: None,
+        trace: None,
+        latency_us: Some(10),
+        usage: ExecutionUsage::default(),
+    }
 }

@@ -104,8 +104,10 @@ async fn submit_run(
         if let Some(url) = &request.webhook_url {
             route["webhook_url"] = json!(url);
         }
+        let id = Uuid::now_v7();
+        let webhook = request.webhook_url.as_deref().map(|url| crate::webhook::run_webhook(&state, id, url));
         let new = NewExecution {
-            id: Uuid::now_v7(),
+            id,
             workflow_id: chosen.workflow_id,
             version_id: chosen.version_id,
             mode: sgde_store::ExecutionMode::Async,
@@ -114,7 +116,8 @@ async fn submit_run(
             outcome: None,
             started_at: None,
         };
-        let (execution, _job) = state.store().submit_run(new, state.config().run_max_attempts).await?;
+        let (execution, _job) =
+            state.store().submit_run(new, state.config().run_max_attempts, webhook).await?;
         state.run_submitted().notify_one();
         let mut response = (StatusCode::ACCEPTED, Json(&execution)).into_response();
         if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{}", execution.id)) {

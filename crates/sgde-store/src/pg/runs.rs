@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use serde_json::Value;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PgStore;
@@ -10,12 +11,17 @@ use super::jobs::{cancel_in, end_job, enqueue_job, fail_in};
 use crate::error::{Result, StoreError};
 use crate::executions::{Execution, ExecutionOutcome, ExecutionStatus, NewExecution};
 use crate::jobs::{CancelOutcome, FailOutcome, Job, Retry};
-use crate::runs::{RunCancel, RunRepo, run_job_end, run_to_submit};
+use crate::runs::{FollowUp, RunCancel, RunRepo, follow_up_of, run_job_end, run_to_submit};
 
 #[async_trait]
 impl RunRepo for PgStore {
-    async fn submit_run(&self, new: NewExecution, max_attempts: u32) -> Result<(Execution, Job)> {
-        let (new, job) = run_to_submit(new, max_attempts)?;
+    async fn submit_run(
+        &self,
+        new: NewExecution,
+        max_attempts: u32,
+        on_end: Option<FollowUp>,
+    ) -> Result<(Execution, Job)> {
+        let (new, job) = run_to_submit(new, max_attempts, on_end)?;
         let mut tx = self.pool.begin().await?;
         let execution = insert_with_job(&mut *tx, new, Some(job.id)).await?;
         let job = enqueue_job(&mut *tx, &job).await?;
@@ -37,6 +43,9 @@ impl RunRepo for PgStore {
             return Ok(false);
         }
         let recorded = finish_in(&mut *tx, execution_id, outcome).await?;
+        if recorded {
+            enqueue_follow_up(&mut tx, job_id).await?;
+        }
         tx.commit().await?;
         Ok(recorded)
     }
@@ -54,10 +63,14 @@ impl RunRepo for PgStore {
         match outcome {
             FailOutcome::NotOwner => return Ok(outcome),
             FailOutcome::Failed => {
-                finish_in(&mut *tx, execution_id, &ExecutionOutcome::failed(error.clone())).await?;
+                if finish_in(&mut *tx, execution_id, &ExecutionOutcome::failed(error.clone())).await? {
+                    enqueue_follow_up(&mut tx, job_id).await?;
+                }
             }
             FailOutcome::Cancelled => {
-                finish_in(&mut *tx, execution_id, &ExecutionOutcome::cancelled()).await?;
+                if finish_in(&mut *tx, execution_id, &ExecutionOutcome::cancelled()).await? {
+                    enqueue_follow_up(&mut tx, job_id).await?;
+                }
             }
             FailOutcome::Retrying { .. } => {
                 // Waiting for its next attempt, the run reads as queued again.
@@ -92,11 +105,28 @@ impl RunRepo for PgStore {
             // Queued: nobody will run it. Already ended: the job was settled (reaped, say) without
             // its execution; settle that now.
             CancelOutcome::Cancelled | CancelOutcome::AlreadyFinished(_) => {
-                finish_in(&mut *tx, execution_id, &ExecutionOutcome::cancelled()).await?;
+                if finish_in(&mut *tx, execution_id, &ExecutionOutcome::cancelled()).await?
+                    && let Some(job_id) = job_id
+                {
+                    enqueue_follow_up(&mut tx, job_id).await?;
+                }
                 RunCancel::Cancelled
             }
         };
         tx.commit().await?;
         Ok(result)
     }
+}
+
+/// Enqueues the follow-up the run job `job_id` carries, if any, inside the transaction that
+/// records the run's end.
+async fn enqueue_follow_up(conn: &mut PgConnection, job_id: Uuid) -> Result<()> {
+    let payload: Value = sqlx::query_scalar("SELECT payload FROM jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if let Some(job) = follow_up_of(&payload) {
+        enqueue_job(&mut *conn, &job).await?;
+    }
+    Ok(())
 }

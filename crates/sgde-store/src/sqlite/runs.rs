@@ -6,6 +6,7 @@
 
 use async_trait::async_trait;
 use serde_json::Value;
+use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::SqliteStore;
@@ -14,12 +15,17 @@ use super::jobs::{cancel_in, end_job, enqueue_in, fail_in};
 use crate::error::{Result, StoreError};
 use crate::executions::{Execution, ExecutionOutcome, ExecutionStatus, NewExecution};
 use crate::jobs::{CancelOutcome, FailOutcome, Job, Retry};
-use crate::runs::{RunCancel, RunRepo, run_job_end, run_to_submit};
+use crate::runs::{FollowUp, RunCancel, RunRepo, follow_up_of, run_job_end, run_to_submit};
 
 #[async_trait]
 impl RunRepo for SqliteStore {
-    async fn submit_run(&self, new: NewExecution, max_attempts: u32) -> Result<(Execution, Job)> {
-        let (new, job) = run_to_submit(new, max_attempts)?;
+    async fn submit_run(
+        &self,
+        new: NewExecution,
+        max_attempts: u32,
+        on_end: Option<FollowUp>,
+    ) -> Result<(Execution, Job)> {
+        let (new, job) = run_to_submit(new, max_attempts, on_end)?;
         let mut tx = self.begin().await?;
         let execution = insert_with_job(&mut *tx, new, Some(job.id)).await?;
         let job = enqueue_in(&mut *tx, &job).await?;
@@ -41,6 +47,9 @@ impl RunRepo for SqliteStore {
             return Ok(false);
         }
         let recorded = finish_in(&mut *tx, execution_id, outcome).await?;
+        if recorded {
+            enqueue_follow_up(&mut tx, job_id).await?;
+        }
         tx.commit().await?;
         Ok(recorded)
     }
@@ -58,10 +67,14 @@ impl RunRepo for SqliteStore {
         match outcome {
             FailOutcome::NotOwner => return Ok(outcome),
             FailOutcome::Failed => {
-                finish_in(&mut *tx, execution_id, &ExecutionOutcome::failed(error.clone())).await?;
+                if finish_in(&mut *tx, execution_id, &ExecutionOutcome::failed(error.clone())).await? {
+                    enqueue_follow_up(&mut tx, job_id).await?;
+                }
             }
             FailOutcome::Cancelled => {
-                finish_in(&mut *tx, execution_id, &ExecutionOutcome::cancelled()).await?;
+                if finish_in(&mut *tx, execution_id, &ExecutionOutcome::cancelled()).await? {
+                    enqueue_follow_up(&mut tx, job_id).await?;
+                }
             }
             FailOutcome::Retrying { .. } => {
                 // Waiting for its next attempt, the run reads as queued again.
@@ -98,11 +111,28 @@ impl RunRepo for SqliteStore {
             // Queued: nobody will run it. Already ended: the job was settled (reaped, say) without
             // its execution; settle that now.
             CancelOutcome::Cancelled | CancelOutcome::AlreadyFinished(_) => {
-                finish_in(&mut *tx, execution_id, &ExecutionOutcome::cancelled()).await?;
+                if finish_in(&mut *tx, execution_id, &ExecutionOutcome::cancelled()).await?
+                    && let Some(job_id) = job_id
+                {
+                    enqueue_follow_up(&mut tx, job_id).await?;
+                }
                 RunCancel::Cancelled
             }
         };
         tx.commit().await?;
         Ok(result)
     }
+}
+
+/// Enqueues the follow-up the run job `job_id` carries, if any, inside the transaction that
+/// records the run's end.
+async fn enqueue_follow_up(conn: &mut SqliteConnection, job_id: Uuid) -> Result<()> {
+    let payload: Value = sqlx::query_scalar("SELECT payload FROM jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if let Some(job) = follow_up_of(&payload) {
+        enqueue_in(&mut *conn, &job).await?;
+    }
+    Ok(())
 }
