@@ -14,7 +14,7 @@ use sgde_llm::ProcessEnv;
 use sgde_runtime::{Runtime, RuntimeConfig};
 use sgde_sandbox::{Sandbox, SandboxConfig};
 use sgde_store::transfer;
-use sgde_store::{ApiToken, BackendKind, Connected, PgStore, SqliteStore, Store, StoreOptions};
+use sgde_store::{ApiToken, BackendKind, PgStore, SqliteStore, Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::self_worker;
@@ -127,7 +127,7 @@ fn redacted(url: &str) -> String {
 /// Opens the store the settings name, saying first which one: an operator must never have to
 /// guess where the data went. A `postgres://` URL that does not answer is an error, never a
 /// reason to fall back to SQLite.
-async fn connect(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<Connected> {
+async fn connect(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
     let url = args.url()?;
     let kind = BackendKind::of_url(&url).map_err(|_| {
         anyhow!("SGDE_DATABASE_URL must be a postgres:// or sqlite:// URL, got {}", redacted(&url))
@@ -144,21 +144,11 @@ async fn connect(args: &DatabaseArgs, migrate: bool) -> anyhow::Result<Connected
     }
     let options =
         StoreOptions { max_connections: args.database_max_connections, migrate, ..StoreOptions::default() };
+    // Printed with its sources (`{:#}`): the store's error names the kind of failure, its
+    // sources say why (refused, authentication, permissions, ...).
     sgde_store::connect(&url, &options)
         .await
-        .map_err(|e| anyhow!(describe(&format!("cannot use the database at {}", redacted(&url)), &e)))
-}
-
-/// `context: error: source: source…`: the store's errors name the kind of failure, their
-/// sources say why (refused, authentication, permissions, ...).
-fn describe(context: &str, e: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = format!("{context}: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    message
+        .with_context(|| format!("cannot use the database at {}", redacted(&url)))
 }
 
 pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
@@ -196,15 +186,15 @@ pub async fn migrate_store(args: MigrateStoreArgs) -> anyhow::Result<()> {
     }
     let source = SqliteStore::connect(from, &options)
         .await
-        .map_err(|e| anyhow!(describe(&format!("cannot open {}", redacted(from)), &e)))?;
+        .with_context(|| format!("cannot open {}", redacted(from)))?;
     let target = PgStore::connect(to, &options)
         .await
-        .map_err(|e| anyhow!(describe(&format!("cannot use the database at {}", redacted(to)), &e)))?;
+        .with_context(|| format!("cannot use the database at {}", redacted(to)))?;
     let copied = transfer::sqlite_to_postgres(&source, &target, |table, rows| {
         tracing::debug!(table, rows, "copying");
     })
     .await
-    .map_err(|e| anyhow!(describe("the copy failed; nothing was written", &e)))?;
+    .context("the copy failed; nothing was written")?;
     let landed = transfer::count_postgres(&target).await?;
     for (copy, got) in copied.iter().zip(&landed) {
         println!("{:<24} {:>10} rows", copy.table, got.rows);
@@ -224,8 +214,7 @@ pub async fn migrate_store(args: MigrateStoreArgs) -> anyhow::Result<()> {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let connected = connect(&args.database, true).await?;
-    let store: Arc<dyn Store> = Arc::clone(&connected.store);
+    let store = connect(&args.database, true).await?;
     if let Some(token) = &args.admin_token {
         store
             .ensure_admin_key(&ApiToken::new(token.0.clone()))
@@ -260,7 +249,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map(|per_second| RateLimit { per_second, burst: args.rate_limit_burst.unwrap_or(per_second) }),
         ..ApiConfig::default()
     };
-    let state = AppState::new(store, models, runtime, sandbox, config);
+    let state = AppState::new(Arc::clone(&store), models, runtime, sandbox, config);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -290,7 +279,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if tokio::time::timeout(grace + Duration::from_secs(5), workers).await.is_err() {
         tracing::warn!("background workers did not stop in time");
     }
-    connected.close().await;
+    store.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -210,7 +210,7 @@ impl IntoResponse for ApiError {
 /// Whole seconds for `Retry-After` (which has no fractions), rounded up and at least 1, so a
 /// client that honours it is never refused again for retrying too early.
 fn retry_after_secs(wait: std::time::Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.as_secs() == 0))
+    u64::try_from(wait.as_nanos().div_ceil(1_000_000_000)).unwrap_or(u64::MAX).max(1)
 }
 
 impl From<sgde_workflow::SpecErrors> for ApiError {

@@ -8,7 +8,7 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
@@ -25,13 +25,12 @@ pub struct RateLimit {
 /// The buckets of every key seen.
 pub struct KeyRateLimiter {
     limiter: DefaultKeyedRateLimiter<Uuid>,
-    clock: DefaultClock,
 }
 
 impl KeyRateLimiter {
     pub fn new(limit: RateLimit) -> Self {
         let quota = Quota::per_second(limit.per_second).allow_burst(limit.burst);
-        Self { limiter: RateLimiter::keyed(quota), clock: DefaultClock::default() }
+        Self { limiter: RateLimiter::keyed(quota) }
     }
 
     /// Takes one request from `key`'s bucket, or says how long until one is available.
@@ -39,7 +38,7 @@ impl KeyRateLimiter {
         if self.limiter.len() > FORGET_ABOVE {
             self.limiter.retain_recent();
         }
-        self.limiter.check_key(&key).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        self.limiter.check_key(&key).map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
     }
 }
 

@@ -5,11 +5,41 @@
 //! a local file that would split the data of a deployment in two.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::Store;
 use crate::error::{Result, StoreError};
-use crate::pg::{PgStore, StoreOptions};
+use crate::pg::PgStore;
 use crate::sqlite::SqliteStore;
+
+/// Connection settings. The binary fills this from its `Config`; the store reads no environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    pub min_connections: u32,
+    /// How long a query waits for a free connection before `Unavailable`.
+    pub acquire_timeout: Duration,
+    /// Server-side limit per statement (Postgres' `statement_timeout`); `None` keeps the
+    /// server default.
+    pub statement_timeout: Option<Duration>,
+    /// Shown in `pg_stat_activity` (Postgres).
+    pub application_name: String,
+    /// Apply pending migrations when connecting.
+    pub migrate: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Some(Duration::from_secs(30)),
+            application_name: "sgde".to_owned(),
+            migrate: true,
+        }
+    }
+}
 
 /// The kinds of backend a URL can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,59 +58,13 @@ impl BackendKind {
             _ => Err(StoreError::Invalid { what: "database URL scheme (expected postgres:// or sqlite://)" }),
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Postgres => "postgres",
-            Self::Sqlite => "sqlite",
-        }
-    }
-}
-
-/// A connected store of either backend, as the service uses it, plus what to say about it.
-#[derive(Clone)]
-pub struct Connected {
-    pub store: Arc<dyn Store>,
-    pub kind: BackendKind,
-    /// How the store closes its connections at shutdown.
-    closer: Closer,
-}
-
-#[derive(Clone)]
-enum Closer {
-    Postgres(PgStore),
-    Sqlite(SqliteStore),
-}
-
-impl Connected {
-    /// Closes the connections, waiting for checked-out ones to come back.
-    pub async fn close(&self) {
-        match &self.closer {
-            Closer::Postgres(s) => s.close().await,
-            Closer::Sqlite(s) => s.close().await,
-        }
-    }
 }
 
 /// Connects to the backend the URL names (and migrates if `options.migrate`).
-pub async fn connect(url: &str, options: &StoreOptions) -> Result<Connected> {
+pub async fn connect(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>> {
     Ok(match BackendKind::of_url(url)? {
-        BackendKind::Postgres => {
-            let pg = PgStore::connect(url, options).await?;
-            Connected {
-                store: Arc::new(pg.clone()),
-                kind: BackendKind::Postgres,
-                closer: Closer::Postgres(pg),
-            }
-        }
-        BackendKind::Sqlite => {
-            let sqlite = SqliteStore::connect(url, options).await?;
-            Connected {
-                store: Arc::new(sqlite.clone()),
-                kind: BackendKind::Sqlite,
-                closer: Closer::Sqlite(sqlite),
-            }
-        }
+        BackendKind::Postgres => Arc::new(PgStore::connect(url, options).await?),
+        BackendKind::Sqlite => Arc::new(SqliteStore::connect(url, options).await?),
     })
 }
 

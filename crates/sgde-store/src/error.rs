@@ -167,6 +167,14 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// A failed query of the response cache's persistent tier, for either backend: the cache logs it
+/// and calls the model instead, so the message stays generic.
+pub(crate) fn cache_error(e: sqlx::Error) -> sgde_llm::CacheError {
+    let e = StoreError::from(e);
+    tracing::debug!(error = ?e, "model cache query failed");
+    sgde_llm::CacheError(e.to_string())
+}
+
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         StoreError::Migrate(e)

@@ -47,6 +47,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod keys;
 pub mod labels;
+mod migrations;
 pub mod page;
 pub mod pg;
 pub mod policies;
@@ -65,7 +66,7 @@ pub use buckets::BucketRange;
 pub use compile_jobs::{
     COMPILE_JOB_KIND, CompileEnd, CompileJob, CompileJobFilter, CompileJobRepo, CompilePayload, NewCompileJob,
 };
-pub use connect::{BackendKind, Connected, connect};
+pub use connect::{BackendKind, StoreOptions, connect};
 pub use datasets::{
     Dataset, DatasetRepo, DatasetRow, EVALUATION_JOB_KIND, EvaluationResult, EvaluationSummary, NewDataset,
     Split, SplitSpec,
@@ -84,7 +85,7 @@ pub use jobs::{CancelOutcome, FailOutcome, Heartbeat, Job, JobQueue, JobStatus, 
 pub use keys::{ApiKey, ApiToken, CreatedApiKey, KeyRepo, NewApiKey, Scope};
 pub use labels::{Label, LabelEvent, LabelMove, LabelRepo};
 pub use page::{Page, PageRequest};
-pub use pg::{PgStore, StoreOptions};
+pub use pg::PgStore;
 pub use policies::{
     DefaultTarget, PolicyChange, PolicyDraft, PolicyRepo, PolicyVariant, Promotion, ShadowVariant,
     TrafficPolicy,
@@ -102,6 +103,9 @@ pub trait Health: Send + Sync {
 
     /// Whether every migration this build embeds is applied (and unchanged): readiness.
     async fn migrations_applied(&self) -> Result<bool>;
+
+    /// Closes the connections, waiting for checked-out ones to come back (at shutdown).
+    async fn close(&self);
 }
 
 /// Everything the service needs from a backend, as one object: `Arc<dyn Store>`.

@@ -20,8 +20,9 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::Store;
+use crate::connect::StoreOptions;
 use crate::error::{Result, StoreError};
-use crate::pg::{PgStore, StoreOptions};
+use crate::pg::PgStore;
 use crate::sqlite::SqliteStore;
 
 /// The maintenance database URL used when `SGDE_TEST_DATABASE_URL` is unset.
@@ -162,10 +163,7 @@ impl TestDatabase {
     /// Closes the store's connections (the database stays): what a store whose database went
     /// away looks like to its callers.
     pub async fn close(&self) {
-        match &self.place {
-            Place::Postgres { store, .. } => store.close().await,
-            Place::Sqlite { store, .. } => store.close().await,
-        }
+        self.store.close().await;
     }
 
     /// Closes the pool and drops the database (or deletes the file).

@@ -111,9 +111,6 @@ enum Cell {
 }
 
 fn read(row: &SqliteRow, i: usize, kind: Kind) -> Result<Cell> {
-    let narrow = |n: Option<i64>| -> Result<Option<i32>> {
-        n.map(i32::try_from).transpose().map_err(|_| StoreError::Corrupt("integer out of range".into()))
-    };
     Ok(match kind {
         Kind::Uuid => Cell::Uuid(row.try_get(i)?),
         Kind::Time => Cell::Time(row.try_get(i)?),
@@ -121,17 +118,17 @@ fn read(row: &SqliteRow, i: usize, kind: Kind) -> Result<Cell> {
         Kind::TextArray => Cell::TextArray(row.try_get::<Option<Json<Vec<String>>>, _>(i)?.map(|j| j.0)),
         Kind::Bool => Cell::Bool(row.try_get(i)?),
         Kind::Bytes => Cell::Bytes(row.try_get(i)?),
-        Kind::Int2 => Cell::Int2(
-            narrow(row.try_get(i)?)?
-                .map(i16::try_from)
-                .transpose()
-                .map_err(|_| StoreError::Corrupt("integer out of range".into()))?,
-        ),
+        Kind::Int2 => Cell::Int2(narrow(row.try_get(i)?)?),
         Kind::Int4 => Cell::Int4(narrow(row.try_get(i)?)?),
         Kind::Int8 => Cell::Int8(row.try_get(i)?),
         Kind::Float => Cell::Float(row.try_get(i)?),
         Kind::Text => Cell::Text(row.try_get(i)?),
     })
+}
+
+/// SQLite integers are 64-bit; a narrower Postgres column must hold the value.
+fn narrow<T: TryFrom<i64>>(n: Option<i64>) -> Result<Option<T>> {
+    n.map(T::try_from).transpose().map_err(|_| StoreError::Corrupt("integer out of range".into()))
 }
 
 /// Copies everything from `from` into `to`, which must hold no data yet (its schema is migrated
@@ -240,7 +237,7 @@ async fn insert_batch(
 ) -> Result<u64> {
     let mut sql = format!("INSERT INTO {table} ({names}) OVERRIDING SYSTEM VALUE VALUES ");
     let mut n = 0;
-    for (r, _) in batch.iter().enumerate() {
+    for r in 0..batch.len() {
         if r > 0 {
             sql.push_str(", ");
         }

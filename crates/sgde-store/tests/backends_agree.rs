@@ -8,8 +8,8 @@
 
 use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
+use sgde_store::StoreOptions;
 use sgde_store::datasets::split_order;
-use sgde_store::pg::StoreOptions;
 use sgde_store::testing::{Backend, DEFAULT_ADMIN_URL, TestDatabase};
 use sgde_store::{
     DatasetRow, EVALUATION_JOB_KIND, EvaluationResult, ExecutionOutcome, ExecutionStatus, ExecutionUsage,

@@ -56,14 +56,5 @@ pub(crate) async fn all_applied(pool: &PgPool) -> Result<bool> {
         sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
             .fetch_all(pool)
             .await?;
-    Ok(all_recorded(&MIGRATOR, &applied))
-}
-
-/// True if every up migration of `migrator` is among `applied` (version, checksum) rows with the
-/// same checksum. Shared by both backends' readiness checks.
-pub(crate) fn all_recorded(migrator: &Migrator, applied: &[(i64, Vec<u8>)]) -> bool {
-    migrator
-        .iter()
-        .filter(|m| m.migration_type.is_up_migration())
-        .all(|m| applied.iter().any(|(v, sum)| *v == m.version && sum.as_slice() == &*m.checksum))
+    Ok(crate::migrations::all_recorded(&MIGRATOR, &applied))
 }

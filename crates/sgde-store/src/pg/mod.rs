@@ -31,42 +31,14 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::Health;
+use crate::connect::StoreOptions;
 use crate::error::{Result, StoreError};
 
 pub use executions::insert_execution;
 pub use jobs::enqueue_job;
-pub(crate) use migrate::all_recorded;
 
 /// A pooled connection idle at least this long is pinged before use.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
-
-/// Connection settings. The binary fills this from its `Config`; the store reads no environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreOptions {
-    pub max_connections: u32,
-    pub min_connections: u32,
-    /// How long a query waits for a free connection before `Unavailable`.
-    pub acquire_timeout: Duration,
-    /// Server-side limit per statement (`statement_timeout`); `None` keeps the server default.
-    pub statement_timeout: Option<Duration>,
-    /// Shown in `pg_stat_activity`.
-    pub application_name: String,
-    /// Apply pending migrations in [`PgStore::connect`].
-    pub migrate: bool,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self {
-            max_connections: 16,
-            min_connections: 0,
-            acquire_timeout: Duration::from_secs(5),
-            statement_timeout: Some(Duration::from_secs(30)),
-            application_name: "sgde".to_owned(),
-            migrate: true,
-        }
-    }
-}
 
 /// The Postgres backend. Cheap to clone (a pool handle).
 #[derive(Debug, Clone)]
@@ -165,6 +137,10 @@ impl Health for PgStore {
 
     async fn migrations_applied(&self) -> Result<bool> {
         migrate::all_applied(&self.pool).await
+    }
+
+    async fn close(&self) {
+        PgStore::close(self).await;
     }
 }
 

@@ -9,13 +9,7 @@ use sgde_llm::{CacheBackend, CacheError, CacheKey, CachedReply};
 use sqlx::types::Json;
 
 use super::{SqliteStore, now};
-use crate::error::StoreError;
-
-fn cache_error(e: sqlx::Error) -> CacheError {
-    let e = StoreError::from(e);
-    tracing::debug!(error = ?e, "model cache query failed");
-    CacheError(e.to_string())
-}
+use crate::error::cache_error;
 
 #[async_trait]
 impl CacheBackend for SqliteStore {

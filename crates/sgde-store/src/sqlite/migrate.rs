@@ -54,5 +54,5 @@ pub(crate) async fn all_applied(reader: &SqlitePool) -> Result<bool> {
         sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
             .fetch_all(reader)
             .await?;
-    Ok(crate::pg::all_recorded(&MIGRATOR, &applied))
+    Ok(crate::migrations::all_recorded(&MIGRATOR, &applied))
 }

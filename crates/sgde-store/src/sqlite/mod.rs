@@ -48,8 +48,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::Health;
+use crate::connect::StoreOptions;
 use crate::error::{Result, StoreError};
-use crate::pg::StoreOptions;
 
 /// How long a statement waits for a lock held by another process on the same file (another
 /// `sgde` command, a backup) before failing as unavailable.
@@ -157,6 +157,10 @@ impl Health for SqliteStore {
 
     async fn migrations_applied(&self) -> Result<bool> {
         migrate::all_applied(&self.reader).await
+    }
+
+    async fn close(&self) {
+        SqliteStore::close(self).await;
     }
 }
 
