@@ -1,5 +1,5 @@
 //! Persistence for sgde: repositories behind small backend-neutral traits, implemented on
-//! Postgres, and the durable job queue that async runs and compile jobs live in.
+//! Postgres and SQLite, and the durable job queue that async runs and compile jobs live in.
 //!
 //! Callers program against the traits ([`EndpointRepo`], [`WorkflowRepo`], [`VersionRepo`],
 //! [`LabelRepo`], [`PolicyRepo`], [`FeedbackRepo`], [`ExecutionRepo`], [`RunRepo`], [`CompileJobRepo`], [`KeyRepo`], [`IdempotencyRepo`],
@@ -29,9 +29,14 @@
 //! - [`jobs`]: the queue: leases, heartbeats, retries with backoff, exactly-once endings.
 //! - [`pg`]: [`PgStore`], the Postgres implementation of all of the above, migrations under an
 //!   advisory lock, and the persistent tier of `sgde_llm`'s response cache.
+//! - [`sqlite`]: [`SqliteStore`], the same on one SQLite file (the embedded single-node default).
+//! - `rows`: row structs and their conversions, shared by both backends.
+//! - [`connect()`]: the backend a URL names, with [`StoreOptions`]; [`transfer`]: the copy
+//!   behind `sgde migrate-store` (SQLite → Postgres).
 //! - `testing` (feature `testing`): a fresh database per test.
 //!
-//! The SQL schema is in the workspace's top-level `migrations/`, embedded at compile time. All
+//! The SQL schema is in the workspace's top-level `migrations/` (`postgres/`, `sqlite/`),
+//! embedded at compile time. All
 //! queries are runtime-checked (`sqlx::query` with bound parameters; sqlx 0.9 accepts only
 //! `&'static str` SQL), so building needs neither a database nor `.sqlx` data.
 

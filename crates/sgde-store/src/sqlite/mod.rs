@@ -2,7 +2,7 @@
 //! single-node default.
 //!
 //! One file per repository, mirroring [`crate::pg`]; the row structs and their conversions to
-//! the public records live in [`crate::rows`] and are shared with Postgres.
+//! the public records live in `crate::rows` and are shared with Postgres.
 //!
 //! How Postgres' guarantees are kept on one file:
 //! - **One writer.** SQLite allows one write transaction at a time; instead of letting
@@ -16,7 +16,7 @@
 //!   commits. Leases in the job queue work as on Postgres, so a run whose process died is
 //!   claimed again after its lease expires.
 //! - **Types.** See `migrations/sqlite/`: uuids are 16-byte blobs, timestamps RFC 3339 text in
-//!   UTC (bound from Rust, see [`now`]), JSON is text.
+//!   UTC (bound from Rust, see `now()`), JSON is text.
 //!
 //! Conventions here: SQL is `&'static str` with `$n` parameters (sqlx maps `$n` to the n-th
 //! bind); SQLite has no `::type` casts, so optional filters are `($n IS NULL OR …)`; the current
